@@ -1,0 +1,56 @@
+use std::fmt;
+
+/// Why a stream cannot be followed any further. A proxy closes that one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The 4-byte size prefix is negative.
+    NegativeSize { size: i32 },
+    /// The size prefix is above the configured maximum (Kafka's `socket.request.max.bytes`).
+    TooLarge { size: u32, max: u32 },
+    /// The frame ends before the header the scanner has to read.
+    TruncatedHeader { size: u32, needed: u64 },
+    /// A header field cannot be decoded (e.g. an over-long varint).
+    MalformedHeader { reason: &'static str },
+    /// A frame the proxy has to read whole (an answer to its own request) is too large.
+    HiddenFrameTooLarge { size: u32, max: u32 },
+    /// The caller supplied a different number of bytes than the scanner asked for.
+    ShortRead { wanted: usize, got: usize },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::NegativeSize { size } => {
+                write!(f, "frame size {size} is negative")
+            }
+            FrameError::TooLarge { size, max } => write!(
+                f,
+                "frame size {size} exceeds the maximum of {max} bytes (socket.request.max.bytes)"
+            ),
+            FrameError::TruncatedHeader { size, needed } => write!(
+                f,
+                "frame of {size} bytes is too short for its header ({needed} bytes needed)"
+            ),
+            FrameError::MalformedHeader { reason } => write!(f, "malformed frame header: {reason}"),
+            FrameError::HiddenFrameTooLarge { size, max } => write!(
+                f,
+                "response frame of {size} bytes to an injected request exceeds {max} bytes"
+            ),
+            FrameError::ShortRead { wanted, got } => write!(
+                f,
+                "caller supplied {got} bytes where the scanner asked for {wanted}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Validates a size prefix against the configured bounds.
+pub(crate) fn check_size(raw: i32, max: u32) -> Result<u32, FrameError> {
+    let size = u32::try_from(raw).map_err(|_| FrameError::NegativeSize { size: raw })?;
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    Ok(size)
+}

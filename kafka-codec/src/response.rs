@@ -1,0 +1,385 @@
+//! Follows the broker→client stream and removes the answers to requests the proxy
+//! injected, without buffering the frames it passes on.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use crate::accumulator::{be_i32, Accumulator};
+use crate::error::check_size;
+use crate::{FrameError, DEFAULT_MAX_FRAME_BYTES, SIZE_PREFIX_BYTES};
+
+/// Size prefix plus the correlation id that starts every response header.
+const PREFIX_BYTES: usize = SIZE_PREFIX_BYTES + 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseScannerConfig {
+    pub max_frame_bytes: u32,
+    /// Hidden frames are read whole; SASL answers are small.
+    pub max_hidden_frame_bytes: u32,
+}
+
+impl Default for ResponseScannerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_hidden_frame_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A response the proxy removed from the stream, with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiddenResponse {
+    pub correlation_id: i32,
+    /// The frame without its size prefix: response header, then body.
+    pub frame: Vec<u8>,
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseStep {
+    /// Copy this range of the current chunk and hand it to [`ResponseScanner::supply`].
+    Read(Range<usize>),
+    /// A response to an injected request was removed from the stream.
+    Hidden(HiddenResponse),
+    /// The chunk is accounted for; [`ResponseScanner::finish_chunk`] says how to rewrite it.
+    ChunkDone,
+}
+
+/// How the current chunk must be changed before it goes on to the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkEdits {
+    /// Bytes held back from earlier chunks, to emit before this chunk's bytes.
+    pub prepend: Vec<u8>,
+    /// Ranges of this chunk to drop, in order and non-overlapping.
+    pub remove: Vec<Range<usize>>,
+}
+
+impl ChunkEdits {
+    pub fn is_noop(&self) -> bool {
+        self.prepend.is_empty() && self.remove.is_empty()
+    }
+
+    /// When the edit only touches the start of the chunk: how many bytes to drop from the
+    /// front (then [`ChunkEdits::prepend`] goes in their place). Hosts can do that without
+    /// copying the rest of the chunk.
+    pub fn front_only(&self) -> Option<usize> {
+        match self.remove.as_slice() {
+            [] => Some(0),
+            [only] if only.start == 0 => Some(only.end),
+            _ => None,
+        }
+    }
+
+    /// The rewritten chunk.
+    pub fn apply(&self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prepend.len() + chunk.len());
+        out.extend_from_slice(&self.prepend);
+        let mut at = 0;
+        for range in &self.remove {
+            out.extend_from_slice(chunk.get(at..range.start).unwrap_or(&[]));
+            at = range.end;
+        }
+        out.extend_from_slice(chunk.get(at..).unwrap_or(&[]));
+        out
+    }
+
+    fn remove(&mut self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        if let Some(last) = self.remove.last_mut() {
+            if last.end == range.start {
+                last.end = range.end;
+                return;
+            }
+        }
+        self.remove.push(range);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Reading size + correlation id; `held` bytes of it came from earlier chunks and were
+    /// removed from them; `chunk_start` is where this chunk's part of the prefix begins.
+    Prefix {
+        held: usize,
+        chunk_start: usize,
+    },
+    Hidden {
+        correlation_id: i32,
+        left: u32,
+    },
+    Pass {
+        left: u64,
+    },
+}
+
+/// Incremental response-stream scanner with frame removal (sans-IO).
+#[derive(Debug, Clone)]
+pub struct ResponseScanner {
+    config: ResponseScannerConfig,
+    hide: VecDeque<i32>,
+    state: State,
+    acc: Accumulator,
+    body: Vec<u8>,
+    chunk_len: usize,
+    pos: usize,
+    outstanding_read: Option<usize>,
+    edits: ChunkEdits,
+    ready: Option<HiddenResponse>,
+    failed: Option<FrameError>,
+    /// Part of the current prefix went on to the client before a hide was registered.
+    prefix_leaked: bool,
+}
+
+impl ResponseScanner {
+    pub fn new(config: ResponseScannerConfig) -> Self {
+        Self {
+            config,
+            hide: VecDeque::new(),
+            state: State::Prefix {
+                held: 0,
+                chunk_start: 0,
+            },
+            acc: Accumulator::default(),
+            body: Vec::new(),
+            chunk_len: 0,
+            pos: 0,
+            outstanding_read: None,
+            edits: ChunkEdits::default(),
+            ready: None,
+            failed: None,
+            prefix_leaked: false,
+        }
+    }
+
+    /// Removes the response with this correlation id when it arrives. Responses come back
+    /// in request order, so ids are hidden in the order they are registered.
+    pub fn hide(&mut self, correlation_id: i32) {
+        self.hide.push_back(correlation_id);
+    }
+
+    /// Nothing to hide, nothing held, at a frame boundary: the caller may stop scanning.
+    pub fn is_idle(&self) -> bool {
+        self.hide.is_empty()
+            && self.acc.len() == 0
+            && matches!(self.state, State::Prefix { held: 0, .. })
+            && self.failed.is_none()
+    }
+
+    pub fn begin_chunk(&mut self, len: usize) {
+        self.chunk_len = len;
+        self.pos = 0;
+        self.outstanding_read = None;
+        self.edits = ChunkEdits::default();
+        if let State::Prefix { held, .. } = self.state {
+            self.prefix_leaked = self.acc.len() > held;
+            // The prefix (if any) continues at the start of the new chunk.
+            self.state = State::Prefix {
+                held,
+                chunk_start: 0,
+            };
+        }
+    }
+
+    pub fn poll(&mut self) -> Result<ResponseStep, FrameError> {
+        loop {
+            if let Some(err) = &self.failed {
+                return Err(err.clone());
+            }
+            if let Some(hidden) = self.ready.take() {
+                return Ok(ResponseStep::Hidden(hidden));
+            }
+            if let Some(wanted) = self.outstanding_read {
+                return self.fail(FrameError::ShortRead { wanted, got: 0 });
+            }
+            let avail = self.chunk_len.saturating_sub(self.pos);
+            if avail == 0 {
+                return Ok(ResponseStep::ChunkDone);
+            }
+            let want = match self.state {
+                State::Prefix { .. } => PREFIX_BYTES.saturating_sub(self.acc.len()),
+                State::Hidden { left, .. } => left as usize,
+                State::Pass { left } => {
+                    let n = left.min(avail as u64);
+                    self.pos += n as usize;
+                    let left = left - n;
+                    self.state = if left == 0 {
+                        self.new_prefix()
+                    } else {
+                        State::Pass { left }
+                    };
+                    continue;
+                }
+            };
+            let len = want.min(avail);
+            self.outstanding_read = Some(len);
+            return Ok(ResponseStep::Read(self.pos..self.pos + len));
+        }
+    }
+
+    pub fn supply(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        let wanted = self.outstanding_read.take().unwrap_or(0);
+        if bytes.len() != wanted {
+            return self.fail(FrameError::ShortRead {
+                wanted,
+                got: bytes.len(),
+            });
+        }
+        let start = self.pos;
+        self.pos += bytes.len();
+        if let Err(err) = self.take(start, bytes) {
+            return self.fail(err);
+        }
+        Ok(())
+    }
+
+    /// How to rewrite the chunk just scanned; call after [`ResponseStep::ChunkDone`].
+    pub fn finish_chunk(&mut self) -> ChunkEdits {
+        if let State::Prefix { held, chunk_start } = self.state {
+            let partial = self.acc.len() > 0;
+            if partial && !self.hide.is_empty() {
+                // The frame may be one to hide: keep its first bytes back until its
+                // correlation id is known.
+                self.edits.remove(chunk_start..self.chunk_len);
+                self.state = State::Prefix {
+                    held: self.acc.len(),
+                    chunk_start: 0,
+                };
+            } else if held > 0 && partial {
+                // Still incomplete and nothing to hide any more: release what was held.
+                self.edits
+                    .prepend
+                    .extend_from_slice(self.acc.bytes().get(..held).unwrap_or(&[]));
+                self.state = State::Prefix {
+                    held: 0,
+                    chunk_start: 0,
+                };
+            }
+        }
+        std::mem::take(&mut self.edits)
+    }
+
+    /// Scans and rewrites bytes the caller holds itself.
+    pub fn scan_slice(
+        &mut self,
+        data: &[u8],
+    ) -> Result<(Vec<u8>, Vec<HiddenResponse>), FrameError> {
+        let mut hidden = Vec::new();
+        self.begin_chunk(data.len());
+        loop {
+            match self.poll()? {
+                ResponseStep::Read(range) => self.supply(data.get(range).unwrap_or(&[]))?,
+                ResponseStep::Hidden(h) => hidden.push(h),
+                ResponseStep::ChunkDone => break,
+            }
+        }
+        Ok((self.finish_chunk().apply(data), hidden))
+    }
+
+    fn fail<T>(&mut self, err: FrameError) -> Result<T, FrameError> {
+        self.failed = Some(err.clone());
+        Err(err)
+    }
+
+    fn new_prefix(&self) -> State {
+        State::Prefix {
+            held: 0,
+            chunk_start: self.pos,
+        }
+    }
+
+    fn take(&mut self, start: usize, bytes: &[u8]) -> Result<(), FrameError> {
+        match self.state.clone() {
+            State::Prefix { held, chunk_start } => {
+                self.acc.extend(bytes)?;
+                if self.acc.len() < PREFIX_BYTES {
+                    return Ok(());
+                }
+                let malformed = FrameError::MalformedHeader {
+                    reason: "short response prefix",
+                };
+                let raw_size = be_i32(self.acc.bytes()).ok_or(malformed.clone())?;
+                let correlation_id =
+                    be_i32(self.acc.bytes().get(4..).unwrap_or(&[])).ok_or(malformed)?;
+                let size = check_size(raw_size, self.config.max_frame_bytes)?;
+                if size < 4 {
+                    return Err(FrameError::TruncatedHeader { size, needed: 4 });
+                }
+                if self.hide.front() == Some(&correlation_id) {
+                    if self.prefix_leaked {
+                        return Err(FrameError::MalformedHeader {
+                            reason: "response to hide began before the hide was registered",
+                        });
+                    }
+                    self.hide.pop_front();
+                    if size > self.config.max_hidden_frame_bytes {
+                        return Err(FrameError::HiddenFrameTooLarge {
+                            size,
+                            max: self.config.max_hidden_frame_bytes,
+                        });
+                    }
+                    self.edits.remove(chunk_start..self.pos);
+                    self.body.clear();
+                    self.body.extend_from_slice(
+                        self.acc.bytes().get(SIZE_PREFIX_BYTES..).unwrap_or(&[]),
+                    );
+                    self.acc.clear();
+                    self.state = State::Hidden {
+                        correlation_id,
+                        left: size - 4,
+                    };
+                    self.finish_hidden_if_done();
+                } else {
+                    if held > 0 {
+                        self.edits
+                            .prepend
+                            .extend_from_slice(self.acc.bytes().get(..held).unwrap_or(&[]));
+                    }
+                    self.acc.clear();
+                    let left = u64::from(size) - 4;
+                    self.state = if left == 0 {
+                        self.new_prefix()
+                    } else {
+                        State::Pass { left }
+                    };
+                }
+                Ok(())
+            }
+            State::Hidden {
+                correlation_id,
+                left,
+            } => {
+                self.edits.remove(start..self.pos);
+                self.body.extend_from_slice(bytes);
+                self.state = State::Hidden {
+                    correlation_id,
+                    left: left.saturating_sub(bytes.len() as u32),
+                };
+                self.finish_hidden_if_done();
+                Ok(())
+            }
+            State::Pass { .. } => Err(FrameError::MalformedHeader {
+                reason: "scanner read bytes in a passing state",
+            }),
+        }
+    }
+
+    fn finish_hidden_if_done(&mut self) {
+        if let State::Hidden {
+            correlation_id,
+            left: 0,
+        } = self.state
+        {
+            self.ready = Some(HiddenResponse {
+                correlation_id,
+                frame: std::mem::take(&mut self.body),
+            });
+            self.state = self.new_prefix();
+        }
+    }
+}
