@@ -1,0 +1,337 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # variables are used by the scripts that source this file
+# Shared helpers for e2e/local/{stack-up,stack-down,envoy-restart,issue-cert}.
+# Sourced, not executed. Everything runs on 127.0.0.1.
+
+KI_LOCAL="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+KI_REPO="$(cd "${KI_LOCAL}/../.." && pwd)"
+KI_TOOLS="${KAFKA_IDENTITY_TOOLS:-${KI_REPO}/.tools}"
+KI_STATE="${KAFKA_IDENTITY_STATE:-${KI_REPO}/e2e/.state}"
+
+KI_HOST=127.0.0.1
+KI_MESH_PORT="${KAFKA_IDENTITY_MESH_PORT:-19092}"
+KI_CONTROLLER_PORT="${KAFKA_IDENTITY_CONTROLLER_PORT:-19093}"
+KI_DIRECT_PORT="${KAFKA_IDENTITY_DIRECT_PORT:-19094}"
+KI_PLAINTEXT_PORT="${KAFKA_IDENTITY_PLAINTEXT_PORT:-19095}"   # reserved for benchmarks, not configured yet
+KI_ENVOY_PORT="${KAFKA_IDENTITY_ENVOY_PORT:-19443}"
+KI_ENVOY_ADMIN_PORT="${KAFKA_IDENTITY_ENVOY_ADMIN_PORT:-19901}"
+
+KI_KAFKA_VERSION=4.4.0
+KI_KAFKA_LIBS="${KI_TOOLS}/kafka/libs"
+KI_KAFKA_CP="${KI_KAFKA_LIBS}/*"
+KI_KAFKA_DIR="${KI_STATE}/kafka"
+KI_KAFKA_PID="${KI_STATE}/kafka.pid"
+KI_KAFKA_HEAP="${KAFKA_IDENTITY_KAFKA_HEAP:--Xmx512m -Xms256m}"
+KI_AUTHORIZER_LOG_LEVEL="${KAFKA_IDENTITY_AUTHORIZER_LOG_LEVEL:-DEBUG}"   # DEBUG = allowed + denied, INFO = denied only
+
+KI_ENVOY_DIR="${KI_STATE}/envoy"
+KI_ENVOY_PID="${KI_STATE}/envoy.pid"
+KI_CA_DIR="${KI_STATE}/ca"
+KI_CA="${KI_CA_DIR}/ca.crt"
+KI_CERTS="${KI_STATE}/certs"
+KI_STACK_ENV="${KI_STATE}/stack.env"
+KI_ADMIN_CONFIG="${KI_STATE}/admin.properties"
+
+KI_PYTHON="${KI_TOOLS}/venv/bin/python"
+
+ki_log() { printf '[%s] %s\n' "${KI_SCRIPT:-e2e}" "$*"; }
+ki_die() { printf '[%s] ERROR: %s\n' "${KI_SCRIPT:-e2e}" "$*" >&2; exit 1; }
+
+ki_require_python() {
+  [[ -x "${KI_PYTHON}" ]] || ki_die "${KI_PYTHON} missing: run scripts/install-deps first"
+}
+
+ki_require_tools() {
+  ki_require_python
+  command -v java >/dev/null 2>&1 || ki_die "java not found (Kafka ${KI_KAFKA_VERSION} needs Java 17+)"
+  compgen -G "${KI_KAFKA_LIBS}/kafka_2.13-${KI_KAFKA_VERSION}.jar" >/dev/null \
+    || ki_die "Kafka jars missing in ${KI_KAFKA_LIBS}: run scripts/install-deps first"
+}
+
+# ---- environment for Envoy (read at every (re)start) -------------------------
+ki_envoy_settings() {
+  KI_ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
+  KI_ENVOY_BIN="${KI_TOOLS}/envoy/${KI_ENVOY_VERSION}/envoy"
+  KI_WASM="${KAFKA_IDENTITY_WASM:-${KI_REPO}/target/wasm32-unknown-unknown/release/kafka_identity_filter.wasm}"
+  KI_FILTER_CONFIG="${KAFKA_IDENTITY_FILTER_CONFIG:-${KI_LOCAL}/filter-config.json}"
+  KI_NO_FILTER="${KAFKA_IDENTITY_NO_FILTER:-0}"
+  KI_ENVOY_LOG="${KI_ENVOY_DIR}/envoy.log"
+  KI_ENVOY_WASM_LOG_LEVEL="${KAFKA_IDENTITY_ENVOY_WASM_LOG_LEVEL:-debug}"
+}
+
+# ---- processes ---------------------------------------------------------------
+# ki_pid_alive PIDFILE MARKER: true if the pid in PIDFILE runs and its command line
+# contains MARKER (so a recycled pid is never mistaken for ours).
+ki_pid_alive() {
+  local pidfile="$1" marker="$2" pid
+  [[ -f "${pidfile}" ]] || return 1
+  pid="$(cat "${pidfile}")"
+  [[ "${pid}" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/${pid}/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/${pid}/cmdline" | grep -qF -- "${marker}"
+}
+
+# ki_stop PIDFILE MARKER NAME: SIGTERM, wait up to 20 s, then SIGKILL; removes PIDFILE.
+ki_stop() {
+  local pidfile="$1" marker="$2" name="$3" pid i
+  if ! [[ -f "${pidfile}" ]]; then
+    ki_log "${name}: not running (no pid file)"
+    return 0
+  fi
+  pid="$(cat "${pidfile}")"
+  if ! ki_pid_alive "${pidfile}" "${marker}"; then
+    ki_log "${name}: pid ${pid} from ${pidfile} is not running (or is not ours); removing stale pid file"
+    rm -f "${pidfile}"
+    return 0
+  fi
+  ki_log "${name}: stopping pid ${pid}"
+  kill -TERM "${pid}" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    ki_pid_alive "${pidfile}" "${marker}" || break
+    sleep 0.1
+  done
+  if ki_pid_alive "${pidfile}" "${marker}"; then
+    ki_log "${name}: still running after 20 s, sending SIGKILL"
+    kill -KILL "${pid}" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "${pidfile}"
+}
+
+# Markers used to recognise our processes (their command lines contain these paths).
+ki_kafka_marker() { printf '%s' "${KI_KAFKA_DIR}/server.properties"; }
+ki_envoy_marker() { printf '%s' "${KI_ENVOY_DIR}/envoy.yaml"; }
+
+ki_port_free() { # port -> 0 if nothing listens on 127.0.0.1:port and it can be bound
+  "${KI_PYTHON}" - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+# SO_REUSEADDR like the servers themselves: TIME_WAIT leftovers do not count, listeners do.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()
+PY
+}
+
+ki_check_ports() { # name=port ...
+  local kv name port busy=0
+  for kv in "$@"; do
+    name="${kv%%=*}"; port="${kv#*=}"
+    if ! ki_port_free "${port}"; then
+      printf '[%s] ERROR: port %s (%s) on 127.0.0.1 is busy:\n' "${KI_SCRIPT:-e2e}" "${port}" "${name}" >&2
+      ss -ltnp "sport = :${port}" 2>/dev/null | tail -n +2 >&2 || true
+      busy=1
+    fi
+  done
+  [[ "${busy}" -eq 0 ]] || ki_die "free the port(s) above or override them (KAFKA_IDENTITY_*_PORT, see e2e/local/README.md)"
+}
+
+# ---- Kafka tools ---------------------------------------------------------------
+# ki_kafka_tool MAINCLASS ARGS...: runs one of Kafka's tools with the installed classpath,
+# logging to stderr at WARN.
+ki_kafka_tool() {
+  local cls="$1"; shift
+  java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="${KI_LOCAL}/tools-log4j2.xml" \
+    -cp "${KI_KAFKA_CP}" "${cls}" "$@"
+}
+
+# ---- Envoy -------------------------------------------------------------------
+ki_envoy_write_config() {
+  ki_envoy_settings
+  mkdir -p "${KI_ENVOY_DIR}"
+  local filters="" major_minor
+  major_minor="$(cut -d. -f1,2 <<<"${KI_ENVOY_VERSION}")"
+  if [[ "${KI_NO_FILTER}" != "1" ]]; then
+    [[ -f "${KI_WASM}" ]] || ki_die "wasm filter not found: ${KI_WASM} (build it, set KAFKA_IDENTITY_WASM, or set KAFKA_IDENTITY_NO_FILTER=1)"
+    [[ -f "${KI_FILTER_CONFIG}" ]] || ki_die "filter config not found: ${KI_FILTER_CONFIG}"
+    local cfg_json
+    # The JSON filter config becomes a JSON string literal, which is valid YAML.
+    cfg_json="$("${KI_PYTHON}" -c 'import json,sys; print(json.dumps(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":"))))' "${KI_FILTER_CONFIG}")" \
+      || ki_die "filter config ${KI_FILTER_CONFIG} is not valid JSON"
+    # 1.38 has no connection.peer_certificate property: hand the PEM over via filter state.
+    # KAFKA_IDENTITY_PEER_CERT_FILTER_STATE: auto (default: 1.38.x only), 1 (always), 0 (never).
+    # (Measured: 1.36.4 rejects on_downstream_tls_handshake, 1.37.0+ accept it.)
+    local sfs="${KAFKA_IDENTITY_PEER_CERT_FILTER_STATE:-auto}"
+    if [[ "${sfs}" == "1" || ( "${sfs}" == "auto" && "${major_minor}" == "1.38" ) ]]; then
+      filters+="
+      - name: envoy.filters.network.set_filter_state
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config
+          on_downstream_tls_handshake:
+          - object_key: kafka_identity.peer_cert
+            factory_key: envoy.string
+            format_string:
+              text_format_source:
+                inline_string: \"%DOWNSTREAM_PEER_CERT%\""
+    fi
+    filters+="
+      - name: envoy.filters.network.wasm
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: kafka_identity
+            root_id: kafka_identity
+            vm_config:
+              vm_id: kafka_identity
+              runtime: envoy.wasm.runtime.v8
+              code:
+                local:
+                  filename: \"${KI_WASM}\"
+            configuration:
+              \"@type\": type.googleapis.com/google.protobuf.StringValue
+              value: ${cfg_json}"
+  fi
+  cat >"${KI_ENVOY_DIR}/envoy.yaml" <<EOF
+# generated by e2e/local (ENVOY_VERSION=${KI_ENVOY_VERSION}, KAFKA_IDENTITY_NO_FILTER=${KI_NO_FILTER})
+# Shaped like an Istio inbound sidecar listener: mTLS (client cert required) terminated
+# here, then [kafka_identity wasm filter] + tcp_proxy to the broker's MESH listener.
+admin:
+  address:
+    socket_address: { address: ${KI_HOST}, port_value: ${KI_ENVOY_ADMIN_PORT} }
+static_resources:
+  listeners:
+  - name: kafka_inbound
+    address:
+      socket_address: { address: ${KI_HOST}, port_value: ${KI_ENVOY_PORT} }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: "${KI_CERTS}/kafka.kafka.crt" }
+              private_key: { filename: "${KI_CERTS}/kafka.kafka.key" }
+            validation_context:
+              trusted_ca: { filename: "${KI_CA}" }
+      filters:${filters}
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: kafka_inbound
+          cluster: kafka_mesh
+  clusters:
+  - name: kafka_mesh
+    type: STATIC
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: kafka_mesh
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: ${KI_HOST}, port_value: ${KI_MESH_PORT} }
+EOF
+}
+
+# ki_envoy_prepare: write envoy.yaml from the current env and check it with --mode validate
+# (a running Envoy is not affected: it has read its config already).
+ki_envoy_prepare() {
+  ki_envoy_settings
+  [[ -x "${KI_ENVOY_BIN}" ]] || ki_die "envoy ${KI_ENVOY_VERSION} not installed at ${KI_ENVOY_BIN}: run scripts/install-deps --envoy-versions \"${KI_ENVOY_VERSION}\""
+  ki_envoy_write_config
+  ki_log "envoy ${KI_ENVOY_VERSION}: validating config"
+  if ! "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" --disable-hot-restart \
+        >"${KI_ENVOY_DIR}/validate.log" 2>&1; then
+    tail -n 30 "${KI_ENVOY_DIR}/validate.log" >&2
+    ki_die "envoy ${KI_ENVOY_VERSION} rejected ${KI_ENVOY_DIR}/envoy.yaml (see above; full output in ${KI_ENVOY_DIR}/validate.log)"
+  fi
+}
+
+ki_envoy_start() {
+  if ki_pid_alive "${KI_ENVOY_PID}" "$(ki_envoy_marker)"; then
+    ki_die "envoy already running (pid $(cat "${KI_ENVOY_PID}")); use e2e/local/envoy-restart"
+  fi
+  ki_envoy_prepare
+  ki_check_ports "envoy=${KI_ENVOY_PORT}" "envoy-admin=${KI_ENVOY_ADMIN_PORT}"
+  local filter_desc="wasm ${KI_WASM}, config ${KI_FILTER_CONFIG}"
+  [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO wasm filter (KAFKA_IDENTITY_NO_FILTER=1)"
+  ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}), ${filter_desc}"
+  : >"${KI_ENVOY_LOG}"
+  setsid "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
+      --disable-hot-restart --concurrency 1 \
+      -l info --component-log-level "wasm:${KI_ENVOY_WASM_LOG_LEVEL}" \
+      --log-path "${KI_ENVOY_LOG}" \
+      </dev/null >"${KI_ENVOY_DIR}/stdout.log" 2>&1 &
+  echo $! >"${KI_ENVOY_PID}"
+  local i t0=${SECONDS}
+  for ((i = 0; i < 300; i++)); do
+    if ! ki_pid_alive "${KI_ENVOY_PID}" "$(ki_envoy_marker)"; then
+      tail -n 40 "${KI_ENVOY_LOG}" "${KI_ENVOY_DIR}/stdout.log" >&2 || true
+      rm -f "${KI_ENVOY_PID}"
+      ki_die "envoy exited during startup (log tail above)"
+    fi
+    if [[ "$(curl -s -m 1 "http://${KI_HOST}:${KI_ENVOY_ADMIN_PORT}/ready" 2>/dev/null)" == LIVE* ]]; then
+      ki_log "envoy ${KI_ENVOY_VERSION}: ready after $((SECONDS - t0)) s (pid $(cat "${KI_ENVOY_PID}"))"
+      return 0
+    fi
+    sleep 0.1
+  done
+  tail -n 40 "${KI_ENVOY_LOG}" >&2 || true
+  ki_die "envoy not ready after 30 s (log tail above)"
+}
+
+ki_envoy_stop() { ki_stop "${KI_ENVOY_PID}" "$(ki_envoy_marker)" envoy; }
+
+# ---- stack.env -----------------------------------------------------------------
+ki_write_stack_env() {
+  ki_envoy_settings
+  local wasm="${KI_WASM}" fcfg="${KI_FILTER_CONFIG}"
+  if [[ "${KI_NO_FILTER}" == "1" ]]; then wasm=""; fcfg=""; fi
+  cat >"${KI_STACK_ENV}.tmp" <<EOF
+# written by e2e/local (stack-up / envoy-restart); source it: set -a; . ${KI_STACK_ENV}; set +a
+KAFKA_IDENTITY_BOOTSTRAP=${KI_HOST}:${KI_ENVOY_PORT}
+KAFKA_IDENTITY_BROKER=${KI_HOST}:${KI_DIRECT_PORT}
+KAFKA_IDENTITY_MESH_LISTENER=${KI_HOST}:${KI_MESH_PORT}
+KAFKA_IDENTITY_CONTROLLER=${KI_HOST}:${KI_CONTROLLER_PORT}
+KAFKA_IDENTITY_PLAINTEXT_RESERVED=${KI_HOST}:${KI_PLAINTEXT_PORT}
+KAFKA_IDENTITY_CA=${KI_CA}
+KAFKA_IDENTITY_CERTS=${KI_CERTS}
+KAFKA_IDENTITY_ADMIN_CONFIG=${KI_ADMIN_CONFIG}
+KAFKA_IDENTITY_CLIENT_CONFIGS=${KI_STATE}/clients
+KAFKA_IDENTITY_KAFKA_CLASSPATH=${KI_KAFKA_CP}
+KAFKA_IDENTITY_KAFKA_VERSION=${KI_KAFKA_VERSION}
+KAFKA_IDENTITY_KAFKA_LOG=${KI_KAFKA_DIR}/logs/server.log
+KAFKA_IDENTITY_AUTHORIZER_LOG=${KI_KAFKA_DIR}/authorizer.log
+KAFKA_IDENTITY_ENVOY_ADMIN=${KI_HOST}:${KI_ENVOY_ADMIN_PORT}
+KAFKA_IDENTITY_ENVOY_LOG=${KI_ENVOY_LOG}
+KAFKA_IDENTITY_ENVOY_VERSION=${KI_ENVOY_VERSION}
+KAFKA_IDENTITY_ENVOY_CONFIG=${KI_ENVOY_DIR}/envoy.yaml
+KAFKA_IDENTITY_FILTER_ENABLED=$([[ "${KI_NO_FILTER}" == "1" ]] && echo 0 || echo 1)
+KAFKA_IDENTITY_WASM_LOADED=${wasm}
+KAFKA_IDENTITY_FILTER_CONFIG_LOADED=${fcfg}
+KAFKA_IDENTITY_TOPIC=orders
+KAFKA_IDENTITY_GROUP=orders-readers
+KAFKA_IDENTITY_STATE=${KI_STATE}
+KAFKA_IDENTITY_MESH_PORT=${KI_MESH_PORT}
+KAFKA_IDENTITY_CONTROLLER_PORT=${KI_CONTROLLER_PORT}
+KAFKA_IDENTITY_DIRECT_PORT=${KI_DIRECT_PORT}
+KAFKA_IDENTITY_PLAINTEXT_PORT=${KI_PLAINTEXT_PORT}
+KAFKA_IDENTITY_ENVOY_PORT=${KI_ENVOY_PORT}
+KAFKA_IDENTITY_ENVOY_ADMIN_PORT=${KI_ENVOY_ADMIN_PORT}
+EOF
+  mv -f "${KI_STACK_ENV}.tmp" "${KI_STACK_ENV}"
+}
+
+# ki_load_stack_ports: take the ports of the running stack from stack.env (envoy-restart
+# must reuse them even when the caller's environment does not repeat the overrides).
+ki_load_stack_ports() {
+  [[ -f "${KI_STACK_ENV}" ]] || return 0
+  local key val
+  while IFS='=' read -r key val; do
+    case "${key}" in
+      KAFKA_IDENTITY_MESH_PORT) KI_MESH_PORT="${val}" ;;
+      KAFKA_IDENTITY_CONTROLLER_PORT) KI_CONTROLLER_PORT="${val}" ;;
+      KAFKA_IDENTITY_DIRECT_PORT) KI_DIRECT_PORT="${val}" ;;
+      KAFKA_IDENTITY_PLAINTEXT_PORT) KI_PLAINTEXT_PORT="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_PORT) KI_ENVOY_PORT="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_ADMIN_PORT) KI_ENVOY_ADMIN_PORT="${val}" ;;
+    esac
+  done <"${KI_STACK_ENV}"
+}

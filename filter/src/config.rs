@@ -1,0 +1,185 @@
+//! The filter's JSON configuration (Envoy's plugin `configuration`), checked in full
+//! before the filter accepts it.
+
+use std::fmt;
+
+use kafka_identity_core::{IdentityConfig, PrincipalMapper};
+use serde::Deserialize;
+
+use crate::session::{ClientSaslPolicy, NoIdentityPolicy, SessionSettings};
+
+/// Envoy 1.38 hands the PEM over through filter state, set by `set_filter_state`.
+pub const DEFAULT_PEER_CERT_FILTER_STATE_KEY: &str = "kafka_identity.peer_cert";
+const DEFAULT_STAT_PREFIX: &str = "kafka_identity";
+const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
+const MIN_TOKEN_LIFETIME_SECS: u64 = 60;
+const MAX_TOKEN_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+/// Below this not even the broker's SASL answers fit.
+const MIN_MAX_FRAME_BYTES: u32 = 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    stat_prefix: String,
+    identity: IdentityConfig,
+    on_no_identity: NoIdentityPolicy,
+    on_client_sasl: ClientSaslPolicy,
+    token_lifetime_seconds: u64,
+    max_frame_bytes: u32,
+    peer_certificate_filter_state_key: String,
+    client_id: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            stat_prefix: DEFAULT_STAT_PREFIX.to_owned(),
+            identity: IdentityConfig::default(),
+            on_no_identity: NoIdentityPolicy::default(),
+            on_client_sasl: ClientSaslPolicy::default(),
+            token_lifetime_seconds: DEFAULT_TOKEN_LIFETIME_SECS,
+            max_frame_bytes: kafka_codec::DEFAULT_MAX_FRAME_BYTES,
+            peer_certificate_filter_state_key: DEFAULT_PEER_CERT_FILTER_STATE_KEY.to_owned(),
+            client_id: "kafka-identity".to_owned(),
+        }
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug)]
+pub struct FilterConfig {
+    pub stat_prefix: String,
+    pub mapper: PrincipalMapper,
+    pub session: SessionSettings,
+    pub peer_certificate_filter_state_key: String,
+}
+
+/// Why a configuration was refused: one line naming the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn field_error(field: &str, reason: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("{field}: {reason}"))
+}
+
+/// Parses and checks the plugin configuration. Empty input means all defaults.
+pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
+    let text = std::str::from_utf8(json).map_err(|e| field_error("configuration", e))?;
+    let raw: RawConfig = if text.trim().is_empty() {
+        RawConfig::default()
+    } else {
+        serde_json::from_str(text).map_err(|e| field_error("configuration", e))?
+    };
+    if raw.stat_prefix.is_empty()
+        || !raw
+            .stat_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
+        return Err(field_error(
+            "stat_prefix",
+            format!(
+                "{:?} must be non-empty and use only letters, digits, '_' and '.'",
+                raw.stat_prefix
+            ),
+        ));
+    }
+    if !(MIN_TOKEN_LIFETIME_SECS..=MAX_TOKEN_LIFETIME_SECS).contains(&raw.token_lifetime_seconds) {
+        return Err(field_error(
+            "token_lifetime_seconds",
+            format!(
+                "must be between {MIN_TOKEN_LIFETIME_SECS} and {MAX_TOKEN_LIFETIME_SECS}, got {}",
+                raw.token_lifetime_seconds
+            ),
+        ));
+    }
+    let max_allowed = u32::try_from(i32::MAX).unwrap_or(u32::MAX);
+    if !(MIN_MAX_FRAME_BYTES..=max_allowed).contains(&raw.max_frame_bytes) {
+        return Err(field_error(
+            "max_frame_bytes",
+            format!(
+                "must be between {MIN_MAX_FRAME_BYTES} and {max_allowed}, got {}",
+                raw.max_frame_bytes
+            ),
+        ));
+    }
+    if raw.client_id.is_empty() || raw.client_id.len() > 255 || raw.client_id.chars().any(char::is_control) {
+        return Err(field_error(
+            "client_id",
+            "must be 1 to 255 characters without control characters",
+        ));
+    }
+    if raw.peer_certificate_filter_state_key.is_empty() {
+        return Err(field_error("peer_certificate_filter_state_key", "must not be empty"));
+    }
+    let mapper = raw
+        .identity
+        .compile()
+        .map_err(|e| ConfigError(e.to_string()))?;
+    Ok(FilterConfig {
+        stat_prefix: raw.stat_prefix,
+        mapper,
+        session: SessionSettings {
+            on_no_identity: raw.on_no_identity,
+            on_client_sasl: raw.on_client_sasl,
+            token_lifetime_secs: raw.token_lifetime_seconds,
+            max_frame_bytes: raw.max_frame_bytes,
+            client_id: raw.client_id,
+        },
+        peer_certificate_filter_state_key: raw.peer_certificate_filter_state_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_configuration_is_all_safe_defaults() {
+        for text in ["", "{}", "  \n"] {
+            let c = parse(text.as_bytes()).unwrap();
+            assert_eq!(c.stat_prefix, "kafka_identity");
+            assert_eq!(c.session.on_no_identity, NoIdentityPolicy::Reject);
+            assert_eq!(c.session.on_client_sasl, ClientSaslPolicy::Reject);
+            assert_eq!(c.session.max_frame_bytes, 104_857_600);
+            assert_eq!(c.session.token_lifetime_secs, 3600);
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        assert!(err(r#"{"stat_prefx": "x"}"#).contains("unknown field `stat_prefx`"));
+        assert!(err(r#"{"stat_prefix": "a b"}"#).starts_with("stat_prefix:"));
+        assert!(err(r#"{"token_lifetime_seconds": 5}"#).starts_with("token_lifetime_seconds:"));
+        assert!(err(r#"{"max_frame_bytes": 10}"#).starts_with("max_frame_bytes:"));
+        assert!(err(r#"{"on_no_identity": "allow"}"#).contains("unknown variant `allow`"));
+        assert!(err(r#"{"client_id": ""}"#).starts_with("client_id:"));
+        assert!(err(r#"{"identity": {"spiffe": {"template": "{nope}"}}}"#)
+            .starts_with("identity.spiffe.template"));
+        assert!(err(r#"{"identity": {"spiffe": {"trust_domains": []}}}"#)
+            .starts_with("identity.spiffe.trust_domains"));
+        assert!(err("not json").starts_with("configuration:"));
+    }
+
+    #[test]
+    fn policies_parse() {
+        let c = parse(
+            br#"{"on_no_identity": "pass_through", "on_client_sasl": "allow_without_identity"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.session.on_no_identity, NoIdentityPolicy::PassThrough);
+        assert_eq!(c.session.on_client_sasl, ClientSaslPolicy::AllowWithoutIdentity);
+    }
+}
