@@ -17,7 +17,9 @@ pub mod sasl;
 
 pub use error::FrameError;
 pub use request::{HeaderDepth, RequestFrame, RequestScanner, RequestScannerConfig, ScanStep};
-pub use response::{ChunkEdits, HiddenResponse, ResponseScanner, ResponseScannerConfig, ResponseStep};
+pub use response::{
+    ChunkEdits, HiddenResponse, ResponseScanner, ResponseScannerConfig, ResponseStep,
+};
 
 /// Kafka's own default for `socket.request.max.bytes`: the largest frame a broker accepts.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 100 * 1024 * 1024;

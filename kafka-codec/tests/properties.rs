@@ -1,21 +1,48 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 //! Any chunking gives the same frames; hiding frames removes exactly those frames.
 mod common;
 
 use common::*;
-use kafka_codec::{HeaderDepth, RequestScanner, RequestScannerConfig, ResponseScanner, ResponseScannerConfig};
+use kafka_codec::{
+    HeaderDepth, RequestScanner, RequestScannerConfig, ResponseScanner, ResponseScannerConfig,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Req {
-    Produce { version: i16, acks: i16, txn: Option<String>, payload: usize },
-    Metadata { version: i16 },
-    ApiVersions { version: i16 },
+    Produce {
+        version: i16,
+        acks: i16,
+        txn: Option<String>,
+        payload: usize,
+    },
+    Metadata {
+        version: i16,
+    },
+    ApiVersions {
+        version: i16,
+    },
 }
 
 fn req() -> impl Strategy<Value = Req> {
     prop_oneof![
-        (0i16..=13, prop_oneof![Just(0i16), Just(1), Just(-1)], proptest::option::of("[a-z]{0,12}"), 0usize..3000)
-            .prop_map(|(version, acks, txn, payload)| Req::Produce { version, acks, txn, payload }),
+        (
+            0i16..=13,
+            prop_oneof![Just(0i16), Just(1), Just(-1)],
+            proptest::option::of("[a-z]{0,12}"),
+            0usize..3000
+        )
+            .prop_map(|(version, acks, txn, payload)| Req::Produce {
+                version,
+                acks,
+                txn,
+                payload
+            }),
         (0i16..=12).prop_map(|version| Req::Metadata { version }),
         (0i16..=4).prop_map(|version| Req::ApiVersions { version }),
     ]

@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 mod common;
 
 use common::*;
@@ -32,10 +38,18 @@ fn reads_fixed_header_with_one_read_per_frame() {
         }
     }
     assert_eq!(reads, 3);
-    let keys: Vec<_> = frames.iter().map(|f| (f.api_key, f.api_version, f.correlation_id)).collect();
+    let keys: Vec<_> = frames
+        .iter()
+        .map(|f| (f.api_key, f.api_version, f.correlation_id))
+        .collect();
     assert_eq!(keys, vec![(18, 3, 1), (3, 12, 2), (0, 9, 3)]);
-    assert_eq!(frames[2].stream_offset, frames[1].stream_offset + frames[1].total_len());
-    assert!(frames.iter().all(|f| f.client_id.is_none() && f.produce_acks.is_none()));
+    assert_eq!(
+        frames[2].stream_offset,
+        frames[1].stream_offset + frames[1].total_len()
+    );
+    assert!(frames
+        .iter()
+        .all(|f| f.client_id.is_none() && f.produce_acks.is_none()));
 }
 
 #[test]
@@ -65,7 +79,9 @@ fn null_client_id_and_non_produce_frames() {
     assert_eq!(f.client_id, None);
     assert_eq!(f.produce_acks, None);
     let bytes = produce(3, 6, None, 0, None, 0);
-    let f = &scanner(HeaderDepth::ProduceAcks).scan_slice(&bytes).unwrap()[0];
+    let f = &scanner(HeaderDepth::ProduceAcks)
+        .scan_slice(&bytes)
+        .unwrap()[0];
     assert_eq!((f.client_id.clone(), f.produce_acks), (None, Some(0)));
 }
 
@@ -96,7 +112,10 @@ fn header_split_at_every_byte_boundary() {
     }
     // One byte at a time.
     let mut s = scanner(HeaderDepth::Full);
-    let frames: Vec<_> = stream.iter().flat_map(|b| s.scan_slice(&[*b]).unwrap()).collect();
+    let frames: Vec<_> = stream
+        .iter()
+        .flat_map(|b| s.scan_slice(&[*b]).unwrap())
+        .collect();
     assert_eq!(frames, whole);
 }
 
@@ -118,7 +137,13 @@ fn size_errors_are_values_with_clear_messages() {
     let mut big = 1001i32.to_be_bytes().to_vec();
     big.extend([0; 8]);
     let err = s.scan_slice(&big).unwrap_err();
-    assert_eq!(err, FrameError::TooLarge { size: 1001, max: 1000 });
+    assert_eq!(
+        err,
+        FrameError::TooLarge {
+            size: 1001,
+            max: 1000
+        }
+    );
     assert!(err.to_string().contains("socket.request.max.bytes"));
 
     let mut tiny = 3i32.to_be_bytes().to_vec();
@@ -139,7 +164,16 @@ fn truncated_client_id_is_an_error() {
     f.extend(50i16.to_be_bytes());
     f.extend([b'a'; 2]);
     let err = scanner(HeaderDepth::ClientId).scan_slice(&f).unwrap_err();
-    assert!(matches!(err, FrameError::TruncatedHeader { size: 12, needed: 60 }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            FrameError::TruncatedHeader {
+                size: 12,
+                needed: 60
+            }
+        ),
+        "{err:?}"
+    );
     // At fixed depth the same frame is fine: the client id is never looked at.
     assert_eq!(scanner(HeaderDepth::Fixed).scan_slice(&f).unwrap().len(), 1);
 }

@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 mod common;
 
 use common::response;
@@ -54,7 +60,10 @@ fn hidden_frames_at_the_front_are_dropped_without_copying_the_rest() {
 fn a_prefix_split_across_chunks_is_held_back_then_released_or_dropped() {
     let pass = response(3, 20);
     let hide = response(9, 5);
-    for stream_frames in [vec![pass.clone(), hide.clone()], vec![hide.clone(), pass.clone()]] {
+    for stream_frames in [
+        vec![pass.clone(), hide.clone()],
+        vec![hide.clone(), pass.clone()],
+    ] {
         let stream = stream_frames.concat();
         for cut in 0..=stream.len() {
             let mut s = scanner_hiding(&[9]);
@@ -95,9 +104,15 @@ fn oversized_or_malformed_responses_fail() {
         max_frame_bytes: 100,
         max_hidden_frame_bytes: 50,
     });
-    assert!(matches!(s.scan_slice(&response(1, 200)), Err(FrameError::TooLarge { .. })));
+    assert!(matches!(
+        s.scan_slice(&response(1, 200)),
+        Err(FrameError::TooLarge { .. })
+    ));
     let mut s = scanner_hiding(&[]);
     let mut neg = (-1i32).to_be_bytes().to_vec();
     neg.extend([0; 4]);
-    assert_eq!(s.scan_slice(&neg).unwrap_err(), FrameError::NegativeSize { size: -1 });
+    assert_eq!(
+        s.scan_slice(&neg).unwrap_err(),
+        FrameError::NegativeSize { size: -1 }
+    );
 }

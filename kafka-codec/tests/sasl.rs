@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 use bytes::Bytes;
 use kafka_codec::sasl;
 use kafka_codec::{api_key, HeaderDepth, RequestScanner, RequestScannerConfig};
@@ -7,15 +13,30 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Enc
 #[test]
 fn injected_requests_decode_as_a_broker_would() {
     let hs = sasl::handshake_request(i32::MAX - 1, "kafka-identity", sasl::OAUTHBEARER).unwrap();
-    let auth = sasl::authenticate_request(i32::MAX, "kafka-identity", 2, b"n,,\x01auth=Bearer x\x01\x01").unwrap();
+    let auth = sasl::authenticate_request(
+        i32::MAX,
+        "kafka-identity",
+        2,
+        b"n,,\x01auth=Bearer x\x01\x01",
+    )
+    .unwrap();
     // Size prefixes are right: the scanner sees exactly two frames.
     let stream = [hs.clone(), auth.clone()].concat();
-    let frames = RequestScanner::new(RequestScannerConfig { depth: HeaderDepth::ClientId, ..Default::default() })
-        .scan_slice(&stream)
-        .unwrap();
+    let frames = RequestScanner::new(RequestScannerConfig {
+        depth: HeaderDepth::ClientId,
+        ..Default::default()
+    })
+    .scan_slice(&stream)
+    .unwrap();
     assert_eq!(frames.len(), 2);
-    assert_eq!((frames[0].api_key, frames[0].api_version), (api_key::SASL_HANDSHAKE, 1));
-    assert_eq!((frames[1].api_key, frames[1].api_version), (api_key::SASL_AUTHENTICATE, 2));
+    assert_eq!(
+        (frames[0].api_key, frames[0].api_version),
+        (api_key::SASL_HANDSHAKE, 1)
+    );
+    assert_eq!(
+        (frames[1].api_key, frames[1].api_version),
+        (api_key::SASL_AUTHENTICATE, 2)
+    );
     assert_eq!(frames[1].client_id.as_deref(), Some("kafka-identity"));
 
     let mut buf = Bytes::copy_from_slice(&hs[4..]);
@@ -33,7 +54,10 @@ fn injected_requests_decode_as_a_broker_would() {
 
 fn encode_response<T: Encodable>(corr: i32, key: ApiKey, version: i16, body: &T) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
-    ResponseHeader::default().with_correlation_id(corr).encode(&mut buf, key.response_header_version(version)).unwrap();
+    ResponseHeader::default()
+        .with_correlation_id(corr)
+        .encode(&mut buf, key.response_header_version(version))
+        .unwrap();
     body.encode(&mut buf, version).unwrap();
     buf.to_vec()
 }
@@ -43,7 +67,8 @@ fn parses_broker_answers_for_every_authenticate_version() {
     let hs = SaslHandshakeResponse::default()
         .with_error_code(0)
         .with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
-    let parsed = sasl::handshake_response(&encode_response(5, ApiKey::SaslHandshake, 1, &hs)).unwrap();
+    let parsed =
+        sasl::handshake_response(&encode_response(5, ApiKey::SaslHandshake, 1, &hs)).unwrap();
     assert_eq!(parsed.correlation_id, 5);
     assert_eq!(parsed.mechanisms, vec!["OAUTHBEARER"]);
 
@@ -52,18 +77,30 @@ fn parses_broker_answers_for_every_authenticate_version() {
             .with_error_code(58)
             .with_error_message(Some(StrBytes::from_static_str("invalid_token")))
             .with_session_lifetime_ms(if version >= 1 { 10_000 } else { 0 });
-        let parsed = sasl::authenticate_response(&encode_response(6, ApiKey::SaslAuthenticate, version, &resp), version).unwrap();
+        let parsed = sasl::authenticate_response(
+            &encode_response(6, ApiKey::SaslAuthenticate, version, &resp),
+            version,
+        )
+        .unwrap();
         assert_eq!(parsed.correlation_id, 6);
         assert_eq!(parsed.error_code, 58);
         assert_eq!(parsed.error_message.as_deref(), Some("invalid_token"));
-        assert_eq!(parsed.session_lifetime_ms, if version >= 1 { 10_000 } else { 0 });
+        assert_eq!(
+            parsed.session_lifetime_ms,
+            if version >= 1 { 10_000 } else { 0 }
+        );
     }
     assert_eq!(sasl::error_name(58), "SaslAuthenticationFailed");
 }
 
 #[test]
 fn garbage_answers_are_errors_not_panics() {
-    for data in [&[][..], &[0, 0], &[0, 0, 0, 1, 0, 0, 0xff, 0xff, 0xff], &[0xff; 40]] {
+    for data in [
+        &[][..],
+        &[0, 0],
+        &[0, 0, 0, 1, 0, 0, 0xff, 0xff, 0xff],
+        &[0xff; 40],
+    ] {
         let _ = sasl::handshake_response(data);
         for v in 0..=2 {
             let _ = sasl::authenticate_response(data, v);

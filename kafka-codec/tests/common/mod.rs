@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 //! Builds real Kafka frames with kafka-protocol's encoders (the oracle for the scanners).
 #![allow(dead_code)]
 
@@ -25,16 +31,26 @@ pub fn header(key: ApiKey, version: i16, corr: i32, client_id: Option<&str>) -> 
         .with_client_id(client_id.map(|c| StrBytes::from_string(c.to_owned())))
 }
 
-pub fn produce(version: i16, corr: i32, client_id: Option<&str>, acks: i16, txn: Option<&str>, payload: usize) -> Vec<u8> {
+pub fn produce(
+    version: i16,
+    corr: i32,
+    client_id: Option<&str>,
+    acks: i16,
+    txn: Option<&str>,
+    payload: usize,
+) -> Vec<u8> {
     if version < 3 {
         return legacy_produce(version, corr, client_id, acks, payload);
     }
     let mut h = header(ApiKey::Produce, version, corr, client_id);
     if version >= 9 {
         // A tagged field in the header: the scanner must step over it.
-        h.unknown_tagged_fields.insert(7, Bytes::from_static(b"tag"));
+        h.unknown_tagged_fields
+            .insert(7, Bytes::from_static(b"tag"));
     }
-    let mut req = ProduceRequest::default().with_acks(acks).with_timeout_ms(1000);
+    let mut req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(1000);
     if version >= 3 {
         req.transactional_id = txn.map(|t| TransactionalId(StrBytes::from_string(t.to_owned())));
     }
@@ -58,13 +74,17 @@ pub fn api_versions(version: i16, corr: i32, client_id: Option<&str>) -> Vec<u8>
         req.client_software_name = StrBytes::from_static_str("test");
         req.client_software_version = StrBytes::from_static_str("1.0");
     }
-    frame_with(&h, ApiKey::ApiVersions, |buf| req.encode(buf, version).unwrap())
+    frame_with(&h, ApiKey::ApiVersions, |buf| {
+        req.encode(buf, version).unwrap()
+    })
 }
 
 pub fn metadata(version: i16, corr: i32, client_id: Option<&str>) -> Vec<u8> {
     let h = header(ApiKey::Metadata, version, corr, client_id);
     let req = MetadataRequest::default();
-    frame_with(&h, ApiKey::Metadata, |buf| req.encode(buf, version).unwrap())
+    frame_with(&h, ApiKey::Metadata, |buf| {
+        req.encode(buf, version).unwrap()
+    })
 }
 
 pub fn response(corr: i32, body_len: usize) -> Vec<u8> {
@@ -76,7 +96,13 @@ pub fn response(corr: i32, body_len: usize) -> Vec<u8> {
 
 /// Produce v0-2 (removed from kafka-protocol and Kafka 4, still spoken by old clients):
 /// header v1, then acks, timeout, topics.
-fn legacy_produce(version: i16, corr: i32, client_id: Option<&str>, acks: i16, payload: usize) -> Vec<u8> {
+fn legacy_produce(
+    version: i16,
+    corr: i32,
+    client_id: Option<&str>,
+    acks: i16,
+    payload: usize,
+) -> Vec<u8> {
     use bytes::BufMut;
     let h = header(ApiKey::Produce, version, corr, client_id);
     let mut buf = BytesMut::new();

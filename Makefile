@@ -1,0 +1,72 @@
+# kafka-identity — every entry point. `make demo` and `make test` set up what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+WASM_TARGET := wasm32-unknown-unknown
+WASM := target/$(WASM_TARGET)/release/kafka_identity_filter.wasm
+CARGO_JOBS ?= 2
+CARGO := cargo
+FUZZ_SECONDS ?= 60
+FUZZ_TOOLCHAIN ?= nightly-2026-10-29
+ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
+
+.PHONY: help setup wasm lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
+
+help:
+	@echo "make demo        start the local stack and show two identities and their rights"
+	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, e2e"
+	@echo "make wasm        build $(WASM)"
+	@echo "make stack-up    start Kafka + Envoy + filter on loopback (writes e2e/.state/stack.env)"
+	@echo "make stack-down  stop what stack-up started"
+	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
+	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
+	@echo "make bench-codec criterion benchmark of the request scanner"
+
+setup:
+	scripts/install-deps
+
+wasm:
+	$(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter
+	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy -j $(CARGO_JOBS) --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter -- -D warnings
+	shellcheck -x scripts/install-deps e2e/local/stack-up e2e/local/stack-down e2e/local/envoy-restart e2e/local/issue-cert e2e/local/smoke e2e/local/lib.sh .ci/run $(wildcard e2e/run e2e/demo)
+
+unit:
+	$(CARGO) test -j $(CARGO_JOBS) --workspace
+
+e2e: wasm
+	e2e/run
+
+test: setup lint unit wasm e2e
+
+demo: setup wasm
+	e2e/demo
+
+stack-up: wasm
+	e2e/local/stack-up
+
+stack-down:
+	e2e/local/stack-down
+
+e2e-matrix: setup wasm
+	scripts/install-deps --envoy-versions "$(ENVOY_MATRIX)"
+	e2e/run-matrix $(ENVOY_MATRIX)
+
+fuzz:
+	scripts/install-fuzz
+	cd kafka-codec/fuzz && for t in requests responses; do \
+	  cargo +$(FUZZ_TOOLCHAIN) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048; done
+	cd identity/fuzz && for t in $$(cargo +$(FUZZ_TOOLCHAIN) fuzz list); do \
+	  cargo +$(FUZZ_TOOLCHAIN) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048; done
+
+bench-codec:
+	$(CARGO) bench -j $(CARGO_JOBS) -p kafka-codec --bench request_scanner
+
+clean:
+	e2e/local/stack-down || true
+	$(CARGO) clean
