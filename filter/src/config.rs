@@ -11,7 +11,9 @@ use crate::session::{ClientSaslPolicy, NoIdentityPolicy, SessionSettings};
 /// Envoy 1.38 hands the PEM over through filter state, set by `set_filter_state`.
 pub const DEFAULT_PEER_CERT_FILTER_STATE_KEY: &str = "kafka_identity.peer_cert";
 const DEFAULT_STAT_PREFIX: &str = "kafka_identity";
-const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
+/// Kafka ends an OAUTHBEARER session at the token's `exp` even with re-authentication off
+/// (the next request after it closes the connection), so the lifetime bounds connection age.
+const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
 const MIN_TOKEN_LIFETIME_SECS: u64 = 60;
 const MAX_TOKEN_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 /// Below this not even the broker's SASL answers fit.
@@ -111,14 +113,20 @@ pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
             ),
         ));
     }
-    if raw.client_id.is_empty() || raw.client_id.len() > 255 || raw.client_id.chars().any(char::is_control) {
+    if raw.client_id.is_empty()
+        || raw.client_id.len() > 255
+        || raw.client_id.chars().any(char::is_control)
+    {
         return Err(field_error(
             "client_id",
             "must be 1 to 255 characters without control characters",
         ));
     }
     if raw.peer_certificate_filter_state_key.is_empty() {
-        return Err(field_error("peer_certificate_filter_state_key", "must not be empty"));
+        return Err(field_error(
+            "peer_certificate_filter_state_key",
+            "must not be empty",
+        ));
     }
     let mapper = raw
         .identity
@@ -154,7 +162,7 @@ mod tests {
             assert_eq!(c.session.on_no_identity, NoIdentityPolicy::Reject);
             assert_eq!(c.session.on_client_sasl, ClientSaslPolicy::Reject);
             assert_eq!(c.session.max_frame_bytes, 104_857_600);
-            assert_eq!(c.session.token_lifetime_secs, 3600);
+            assert_eq!(c.session.token_lifetime_secs, 86_400);
         }
     }
 
@@ -180,6 +188,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.session.on_no_identity, NoIdentityPolicy::PassThrough);
-        assert_eq!(c.session.on_client_sasl, ClientSaslPolicy::AllowWithoutIdentity);
+        assert_eq!(
+            c.session.on_client_sasl,
+            ClientSaslPolicy::AllowWithoutIdentity
+        );
     }
 }

@@ -172,7 +172,11 @@ impl Connection {
     /// Read once, on the first downstream data: the TLS handshake is complete by then.
     fn read_peer(&mut self) -> Identification {
         self.source = property_string(vec!["source", "address"]);
-        let key = self.configured.config.peer_certificate_filter_state_key.as_str();
+        let key = self
+            .configured
+            .config
+            .peer_certificate_filter_state_key
+            .as_str();
         let mtls = property(vec!["connection", "mtls"])
             .map(|b| b.first() == Some(&1))
             .unwrap_or(false);
@@ -241,7 +245,10 @@ impl Connection {
         if !self.session.is_started() {
             let identification = self.read_peer();
             let settings = &self.configured.config.session;
-            match self.session.start(settings, &identification, now_unix_secs())? {
+            match self
+                .session
+                .start(settings, &identification, now_unix_secs())?
+            {
                 Start::Inject(bytes) => inject = Some(bytes),
                 Start::PassThrough => {
                     self.metrics().bump(self.metrics().passed_through);
@@ -276,7 +283,9 @@ impl Connection {
             .upstream(size, &mut EnvoyBuffer(BufferType::UpstreamData))?;
         if let Some(edits) = outcome.edits {
             let result = match edits.front_only() {
-                Some(drop) => hostcalls::set_buffer(BufferType::UpstreamData, 0, drop, &edits.prepend),
+                Some(drop) => {
+                    hostcalls::set_buffer(BufferType::UpstreamData, 0, drop, &edits.prepend)
+                }
                 None => {
                     let chunk = EnvoyBuffer(BufferType::UpstreamData)
                         .read(0..size)

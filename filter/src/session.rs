@@ -55,15 +55,9 @@ pub struct SessionSettings {
 /// What the glue found out about the peer on the first downstream data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identification {
-    Principal {
-        identity: String,
-        principal: String,
-    },
+    Principal { identity: String, principal: String },
     NoMtls,
-    NoPrincipal {
-        identity: String,
-        reason: String,
-    },
+    NoPrincipal { identity: String, reason: String },
 }
 
 /// Reads ranges of the chunk being processed (from Envoy's buffer, or a slice in tests).
@@ -168,7 +162,8 @@ impl Session {
     ) -> Result<Start, Refusal> {
         let why = match identification {
             Identification::Principal { principal, .. } => {
-                let token = token::unsecured_jwt(principal, now_unix_secs, settings.token_lifetime_secs);
+                let token =
+                    token::unsecured_jwt(principal, now_unix_secs, settings.token_lifetime_secs);
                 let bytes = injected_requests(&settings.client_id, &token)?;
                 self.responses.hide(HANDSHAKE_CORRELATION_ID);
                 self.responses.hide(AUTHENTICATE_CORRELATION_ID);
@@ -211,9 +206,7 @@ impl Session {
             match self.requests.poll().map_err(protocol("request"))? {
                 ScanStep::Read(range) => {
                     let bytes = read(src, range)?;
-                    self.requests
-                        .supply(&bytes)
-                        .map_err(protocol("request"))?;
+                    self.requests.supply(&bytes).map_err(protocol("request"))?;
                 }
                 ScanStep::Frame(frame) => {
                     if frame.api_key == api_key::SASL_HANDSHAKE
@@ -281,9 +274,8 @@ impl Session {
 
 fn injected_requests(client_id: &str, token: &str) -> Result<Vec<u8>, Refusal> {
     let internal = |e: sasl::SaslError| Refusal::new(RefusalKind::Protocol, e.to_string());
-    let mut bytes =
-        sasl::handshake_request(HANDSHAKE_CORRELATION_ID, client_id, sasl::OAUTHBEARER)
-            .map_err(internal)?;
+    let mut bytes = sasl::handshake_request(HANDSHAKE_CORRELATION_ID, client_id, sasl::OAUTHBEARER)
+        .map_err(internal)?;
     bytes.extend(
         sasl::authenticate_request(
             AUTHENTICATE_CORRELATION_ID,
@@ -314,9 +306,8 @@ fn check_handshake(frame: &[u8]) -> Result<(), Refusal> {
 }
 
 fn check_authenticate(frame: &[u8]) -> Result<AuthenticateResponse, Refusal> {
-    let answer = sasl::authenticate_response(frame, AUTHENTICATE_VERSION).map_err(|e| {
-        Refusal::new(RefusalKind::AuthFailed, format!("SaslAuthenticate: {e}"))
-    })?;
+    let answer = sasl::authenticate_response(frame, AUTHENTICATE_VERSION)
+        .map_err(|e| Refusal::new(RefusalKind::AuthFailed, format!("SaslAuthenticate: {e}")))?;
     if answer.error_code != 0 {
         return Err(Refusal::new(
             RefusalKind::AuthFailed,
@@ -342,5 +333,10 @@ fn read(src: &mut dyn ChunkSource, range: Range<usize>) -> Result<Vec<u8>, Refus
 }
 
 fn protocol(direction: &'static str) -> impl Fn(FrameError) -> Refusal {
-    move |e| Refusal::new(RefusalKind::Protocol, format!("malformed {direction} frame: {e}"))
+    move |e| {
+        Refusal::new(
+            RefusalKind::Protocol,
+            format!("malformed {direction} frame: {e}"),
+        )
+    }
 }

@@ -40,7 +40,11 @@ mod tests {
 
     #[test]
     fn token_carries_principal_and_lifetime() {
-        let token = unsecured_jwt("spiffe://cluster.local/ns/apps/sa/producer", 1_700_000_000, 3600);
+        let token = unsecured_jwt(
+            "spiffe://cluster.local/ns/apps/sa/producer",
+            1_700_000_000,
+            3600,
+        );
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[2], "");

@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 //! The connection state machine against byte streams shaped like a real broker's.
 
 use std::ops::Range;
@@ -48,7 +53,12 @@ fn authenticate(error: i16, message: Option<&'static str>, lifetime: i64) -> Vec
         .with_error_code(error)
         .with_error_message(message.map(StrBytes::from_static_str))
         .with_session_lifetime_ms(lifetime);
-    response_frame(AUTHENTICATE_CORRELATION_ID, ApiKey::SaslAuthenticate, AUTHENTICATE_VERSION, &body)
+    response_frame(
+        AUTHENTICATE_CORRELATION_ID,
+        ApiKey::SaslAuthenticate,
+        AUTHENTICATE_VERSION,
+        &body,
+    )
 }
 
 fn request(key: ApiKey, version: i16, corr: i32) -> Vec<u8> {
@@ -83,7 +93,10 @@ impl ChunkSource for Counting<'_> {
 
 fn started() -> Session {
     let mut s = Session::new(&settings());
-    assert!(matches!(s.start(&settings(), &producer(), 1_700_000_000), Ok(Start::Inject(_))));
+    assert!(matches!(
+        s.start(&settings(), &producer(), 1_700_000_000),
+        Ok(Start::Inject(_))
+    ));
     s
 }
 
@@ -100,13 +113,25 @@ fn injects_handshake_and_authenticate_carrying_the_principal() {
     let h = decode_request_header_from_buffer(&mut first).unwrap();
     assert_eq!((h.request_api_key, h.request_api_version), (17, 1));
     assert_eq!(h.correlation_id, HANDSHAKE_CORRELATION_ID);
-    assert_eq!(SaslHandshakeRequest::decode(&mut first, 1).unwrap().mechanism.as_str(), "OAUTHBEARER");
+    assert_eq!(
+        SaslHandshakeRequest::decode(&mut first, 1)
+            .unwrap()
+            .mechanism
+            .as_str(),
+        "OAUTHBEARER"
+    );
     let h = decode_request_header_from_buffer(&mut second).unwrap();
-    assert_eq!((h.request_api_key, h.request_api_version), (36, AUTHENTICATE_VERSION));
+    assert_eq!(
+        (h.request_api_key, h.request_api_version),
+        (36, AUTHENTICATE_VERSION)
+    );
     assert_eq!(h.correlation_id, AUTHENTICATE_CORRELATION_ID);
     let auth = SaslAuthenticateRequest::decode(&mut second, AUTHENTICATE_VERSION).unwrap();
     let text = String::from_utf8(auth.auth_bytes.to_vec()).unwrap();
-    assert!(text.starts_with("n,,\u{1}auth=Bearer eyJhbGciOiJub25lIn0."), "{text}");
+    assert!(
+        text.starts_with("n,,\u{1}auth=Bearer eyJhbGciOiJub25lIn0."),
+        "{text}"
+    );
     assert!(text.ends_with(".\u{1}\u{1}"));
 }
 
@@ -114,7 +139,12 @@ fn injects_handshake_and_authenticate_carrying_the_principal() {
 fn removes_the_broker_answers_and_passes_the_clients() {
     let mut s = started();
     let client_answer = response_frame(1, ApiKey::ApiVersions, 3, &ApiVersionsResponse::default());
-    let stream = [handshake_ok(), authenticate(0, None, 0), client_answer.clone()].concat();
+    let stream = [
+        handshake_ok(),
+        authenticate(0, None, 0),
+        client_answer.clone(),
+    ]
+    .concat();
     let out = s.upstream(stream.len(), &mut stream.as_slice()).unwrap();
     assert_eq!(out.authenticated, Some(0));
     assert_eq!(out.edits.as_ref().unwrap().apply(&stream), client_answer);
@@ -125,7 +155,12 @@ fn removes_the_broker_answers_and_passes_the_clients() {
 fn answers_split_into_single_bytes_still_authenticate() {
     let mut s = started();
     let client_answer = response_frame(1, ApiKey::Metadata, 12, &MetadataResponse::default());
-    let stream = [handshake_ok(), authenticate(0, None, 10_000), client_answer.clone()].concat();
+    let stream = [
+        handshake_ok(),
+        authenticate(0, None, 10_000),
+        client_answer.clone(),
+    ]
+    .concat();
     let mut out = vec![];
     let mut lifetime = None;
     for b in &stream {
@@ -147,7 +182,11 @@ fn after_authentication_the_response_stream_is_not_read() {
     let stream = [handshake_ok(), authenticate(0, None, 0)].concat();
     s.upstream(stream.len(), &mut stream.as_slice()).unwrap();
     let big = response_frame(5, ApiKey::Fetch, 12, &FetchResponse::default());
-    let mut src = Counting { data: &big, reads: 0, bytes: 0 };
+    let mut src = Counting {
+        data: &big,
+        reads: 0,
+        bytes: 0,
+    };
     let out = s.upstream(big.len(), &mut src).unwrap();
     assert_eq!(out, UpstreamOutcome::default());
     assert_eq!(src.reads, 0);
@@ -156,10 +195,20 @@ fn after_authentication_the_response_stream_is_not_read() {
 #[test]
 fn broker_rejection_closes_with_its_message() {
     let mut s = started();
-    let stream = [handshake_ok(), authenticate(58, Some("{\"status\":\"invalid_token\"}"), 0)].concat();
-    let err = s.upstream(stream.len(), &mut stream.as_slice()).unwrap_err();
+    let stream = [
+        handshake_ok(),
+        authenticate(58, Some("{\"status\":\"invalid_token\"}"), 0),
+    ]
+    .concat();
+    let err = s
+        .upstream(stream.len(), &mut stream.as_slice())
+        .unwrap_err();
     assert_eq!(err.kind, RefusalKind::AuthFailed);
-    assert!(err.message.contains("SaslAuthenticationFailed"), "{}", err.message);
+    assert!(
+        err.message.contains("SaslAuthenticationFailed"),
+        "{}",
+        err.message
+    );
     assert!(err.message.contains("invalid_token"), "{}", err.message);
 }
 
@@ -170,9 +219,15 @@ fn listener_without_oauthbearer_is_an_auth_failure() {
         .with_error_code(33)
         .with_mechanisms(vec![StrBytes::from_static_str("PLAIN")]);
     let stream = response_frame(HANDSHAKE_CORRELATION_ID, ApiKey::SaslHandshake, 1, &body);
-    let err = s.upstream(stream.len(), &mut stream.as_slice()).unwrap_err();
+    let err = s
+        .upstream(stream.len(), &mut stream.as_slice())
+        .unwrap_err();
     assert_eq!(err.kind, RefusalKind::AuthFailed);
-    assert!(err.message.contains("UnsupportedSaslMechanism") && err.message.contains("PLAIN"), "{}", err.message);
+    assert!(
+        err.message.contains("UnsupportedSaslMechanism") && err.message.contains("PLAIN"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -181,7 +236,11 @@ fn client_requests_are_followed_reading_only_headers() {
     let mut stream = request(ApiKey::ApiVersions, 3, 1);
     stream.extend(request(ApiKey::Metadata, 12, 2));
     stream.extend(request(ApiKey::Produce, 9, 3));
-    let mut src = Counting { data: &stream, reads: 0, bytes: 0 };
+    let mut src = Counting {
+        data: &stream,
+        reads: 0,
+        bytes: 0,
+    };
     s.downstream(stream.len(), &mut src).unwrap();
     assert_eq!(src.reads, 3);
     assert_eq!(src.bytes, 36);
@@ -190,7 +249,12 @@ fn client_requests_are_followed_reading_only_headers() {
 #[test]
 fn client_sasl_is_refused_at_any_point() {
     for key in [ApiKey::SaslHandshake, ApiKey::SaslAuthenticate] {
-        let stream = [request(ApiKey::ApiVersions, 3, 1), request(ApiKey::Metadata, 12, 2), request(key, 1, 3)].concat();
+        let stream = [
+            request(ApiKey::ApiVersions, 3, 1),
+            request(ApiKey::Metadata, 12, 2),
+            request(key, 1, 3),
+        ]
+        .concat();
         for cut in 0..stream.len() {
             let mut s = started();
             // Refused as soon as the header is complete, whichever chunk completes it.
@@ -200,7 +264,8 @@ fn client_sasl_is_refused_at_any_point() {
                 first.unwrap_err()
             } else {
                 assert!(first.is_ok(), "cut {cut}");
-                s.downstream(stream.len() - cut, &mut &stream[cut..]).unwrap_err()
+                s.downstream(stream.len() - cut, &mut &stream[cut..])
+                    .unwrap_err()
             };
             assert_eq!(err.kind, RefusalKind::ClientSasl);
         }
@@ -214,25 +279,42 @@ fn no_identity_is_refused_or_passed_through_by_policy() {
     let err = s.start(&settings(), &none, 0).unwrap_err();
     assert_eq!(err.kind, RefusalKind::NoIdentity);
 
-    let nope = Identification::NoPrincipal { identity: "spiffe://evil.example/ns/a/sa/b".into(), reason: "trust domain not allowed".into() };
-    let err = Session::new(&settings()).start(&settings(), &nope, 0).unwrap_err();
+    let nope = Identification::NoPrincipal {
+        identity: "spiffe://evil.example/ns/a/sa/b".into(),
+        reason: "trust domain not allowed".into(),
+    };
+    let err = Session::new(&settings())
+        .start(&settings(), &nope, 0)
+        .unwrap_err();
     assert!(err.message.contains("evil.example") && err.message.contains("trust domain"));
 
-    let pass = SessionSettings { on_no_identity: NoIdentityPolicy::PassThrough, ..settings() };
+    let pass = SessionSettings {
+        on_no_identity: NoIdentityPolicy::PassThrough,
+        ..settings()
+    };
     let mut s = Session::new(&pass);
     assert_eq!(s.start(&pass, &none, 0).unwrap(), Start::PassThrough);
     // Client SASL is still refused unless explicitly allowed for such connections.
     let hs = request(ApiKey::SaslHandshake, 1, 1);
-    assert_eq!(s.downstream(hs.len(), &mut hs.as_slice()).unwrap_err().kind, RefusalKind::ClientSasl);
+    assert_eq!(
+        s.downstream(hs.len(), &mut hs.as_slice()).unwrap_err().kind,
+        RefusalKind::ClientSasl
+    );
 
-    let allow = SessionSettings { on_client_sasl: ClientSaslPolicy::AllowWithoutIdentity, ..pass };
+    let allow = SessionSettings {
+        on_client_sasl: ClientSaslPolicy::AllowWithoutIdentity,
+        ..pass
+    };
     let mut s = Session::new(&allow);
     s.start(&allow, &none, 0).unwrap();
     assert!(s.downstream(hs.len(), &mut hs.as_slice()).is_ok());
     // ...but never on a connection the filter authenticated.
     let mut s = Session::new(&allow);
     s.start(&allow, &producer(), 0).unwrap();
-    assert_eq!(s.downstream(hs.len(), &mut hs.as_slice()).unwrap_err().kind, RefusalKind::ClientSasl);
+    assert_eq!(
+        s.downstream(hs.len(), &mut hs.as_slice()).unwrap_err().kind,
+        RefusalKind::ClientSasl
+    );
 }
 
 #[test]
@@ -247,5 +329,8 @@ fn malformed_frames_are_protocol_errors() {
     let mut s = started();
     let mut big = (200 * 1024 * 1024i32).to_be_bytes().to_vec();
     big.extend([0; 8]);
-    assert_eq!(s.upstream(big.len(), &mut big.as_slice()).unwrap_err().kind, RefusalKind::Protocol);
+    assert_eq!(
+        s.upstream(big.len(), &mut big.as_slice()).unwrap_err().kind,
+        RefusalKind::Protocol
+    );
 }
