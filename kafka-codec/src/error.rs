@@ -15,6 +15,9 @@ pub enum FrameError {
     HiddenFrameTooLarge { size: u32, max: u32 },
     /// The caller supplied a different number of bytes than the scanner asked for.
     ShortRead { wanted: usize, got: usize },
+    /// The response at a position the caller expected an answer to its own request carries
+    /// another correlation id: requests and responses are out of step.
+    UnexpectedResponse { index: u64, expected: i32, got: i32 },
 }
 
 impl fmt::Display for FrameError {
@@ -35,6 +38,14 @@ impl fmt::Display for FrameError {
             FrameError::HiddenFrameTooLarge { size, max } => write!(
                 f,
                 "response frame of {size} bytes to an injected request exceeds {max} bytes"
+            ),
+            FrameError::UnexpectedResponse {
+                index,
+                expected,
+                got,
+            } => write!(
+                f,
+                "response #{index} carries correlation id {got}, expected {expected}"
             ),
             FrameError::ShortRead { wanted, got } => write!(
                 f,

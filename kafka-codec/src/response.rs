@@ -115,11 +115,21 @@ enum State {
     },
 }
 
+/// A response to remove: the next one with this correlation id, or the one at this
+/// position in the stream (which must then carry the id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hide {
+    index: Option<u64>,
+    correlation_id: i32,
+}
+
 /// Incremental response-stream scanner with frame removal (sans-IO).
 #[derive(Debug, Clone)]
 pub struct ResponseScanner {
     config: ResponseScannerConfig,
-    hide: VecDeque<i32>,
+    hide: VecDeque<Hide>,
+    /// Response frames whose prefix has been read.
+    frames: u64,
     state: State,
     acc: Accumulator,
     body: Vec<u8>,
@@ -138,6 +148,7 @@ impl ResponseScanner {
         Self {
             config,
             hide: VecDeque::new(),
+            frames: 0,
             state: State::Prefix {
                 held: 0,
                 chunk_start: 0,
@@ -157,7 +168,26 @@ impl ResponseScanner {
     /// Removes the response with this correlation id when it arrives. Responses come back
     /// in request order, so ids are hidden in the order they are registered.
     pub fn hide(&mut self, correlation_id: i32) {
-        self.hide.push_back(correlation_id);
+        self.hide.push_back(Hide {
+            index: None,
+            correlation_id,
+        });
+    }
+
+    /// Removes the response at position `index` of the stream (0 is the first response on
+    /// the connection). A proxy that counts the requests awaiting an answer knows where the
+    /// answer to its own request falls, even if a client used the same correlation id; the
+    /// frame must carry `correlation_id`, else the stream is out of step and scanning fails.
+    pub fn hide_at(&mut self, index: u64, correlation_id: i32) {
+        self.hide.push_back(Hide {
+            index: Some(index),
+            correlation_id,
+        });
+    }
+
+    /// Response frames seen so far (their prefix has been read).
+    pub fn frames_seen(&self) -> u64 {
+        self.frames
     }
 
     /// Nothing to hide, nothing held, at a frame boundary: the caller may stop scanning.
@@ -310,7 +340,29 @@ impl ResponseScanner {
                 if size < 4 {
                     return Err(FrameError::TruncatedHeader { size, needed: 4 });
                 }
-                if self.hide.front() == Some(&correlation_id) {
+                let index = self.frames;
+                self.frames += 1;
+                let hide_this = match self.hide.front() {
+                    Some(Hide {
+                        index: Some(at),
+                        correlation_id: want,
+                    }) if *at == index => {
+                        if *want != correlation_id {
+                            return Err(FrameError::UnexpectedResponse {
+                                index,
+                                expected: *want,
+                                got: correlation_id,
+                            });
+                        }
+                        true
+                    }
+                    Some(Hide {
+                        index: None,
+                        correlation_id: want,
+                    }) => *want == correlation_id,
+                    _ => false,
+                };
+                if hide_this {
                     if self.prefix_leaked {
                         return Err(FrameError::MalformedHeader {
                             reason: "response to hide began before the hide was registered",

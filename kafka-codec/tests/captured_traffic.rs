@@ -105,7 +105,10 @@ fn captures() -> Vec<Capture> {
     ]
 }
 
-fn scan(c: &Capture, chunk: usize) -> Vec<(i16, i16, i32, Option<i16>, Option<String>)> {
+/// (api key, api version, correlation id, produce acks, client id)
+type Header = (i16, i16, i32, Option<i16>, Option<String>);
+
+fn scan(c: &Capture, chunk: usize) -> Vec<Header> {
     let mut s = RequestScanner::new(RequestScannerConfig {
         depth: HeaderDepth::Full,
         ..Default::default()

@@ -116,3 +116,30 @@ fn oversized_or_malformed_responses_fail() {
         FrameError::NegativeSize { size: -1 }
     );
 }
+
+#[test]
+fn hiding_by_position_ignores_clients_using_the_same_correlation_id() {
+    // A client whose correlation ids reached the proxy's: position decides.
+    let stream = [response(7, 5), response(7, 6), response(8, 2)].concat();
+    let mut s = scanner_hiding(&[]);
+    s.hide_at(1, 7);
+    let (out, hidden) = s.scan_slice(&stream).unwrap();
+    assert_eq!(out, [response(7, 5), response(8, 2)].concat());
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(hidden[0].frame, response(7, 6)[4..]);
+    assert_eq!(s.frames_seen(), 3);
+}
+
+#[test]
+fn a_response_out_of_step_is_an_error() {
+    let mut s = scanner_hiding(&[]);
+    s.hide_at(0, 99);
+    assert_eq!(
+        s.scan_slice(&response(3, 1)).unwrap_err(),
+        FrameError::UnexpectedResponse {
+            index: 0,
+            expected: 99,
+            got: 3
+        }
+    );
+}

@@ -1,0 +1,279 @@
+//! The `identity` section of the filter's JSON configuration.
+
+use crate::kafka_rules::KafkaRules;
+use crate::mapper::{CompiledSource, PrincipalMapper};
+use crate::principal::validate_principal;
+use crate::spiffe::validate_trust_domain;
+use crate::template::Template;
+use serde::Deserialize;
+use std::fmt;
+
+pub const DEFAULT_MAX_PRINCIPAL_LENGTH: usize = 255;
+/// Kafka principals travel in a SASL/OAUTHBEARER token; keep them modest.
+pub const MAX_MAX_PRINCIPAL_LENGTH: usize = 4096;
+
+/// Where a principal can come from, tried in the configured order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Spiffe,
+    Subject,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Spiffe => "spiffe",
+            SourceKind::Subject => "subject",
+        }
+    }
+}
+
+/// `identity`: how a peer certificate becomes a Kafka principal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    pub sources: Vec<SourceKind>,
+    pub spiffe: SpiffeConfig,
+    pub subject: SubjectConfig,
+    pub fallback_principal: Option<String>,
+    pub max_principal_length: usize,
+}
+
+/// `identity.spiffe`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpiffeConfig {
+    pub trust_domains: Vec<String>,
+    pub template: String,
+}
+
+/// `identity.subject`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubjectConfig {
+    /// Kafka's `ssl.principal.mapping.rules`.
+    pub rules: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            sources: vec![SourceKind::Spiffe],
+            spiffe: SpiffeConfig::default(),
+            subject: SubjectConfig::default(),
+            fallback_principal: None,
+            max_principal_length: DEFAULT_MAX_PRINCIPAL_LENGTH,
+        }
+    }
+}
+
+impl Default for SpiffeConfig {
+    fn default() -> Self {
+        SpiffeConfig {
+            trust_domains: vec!["cluster.local".to_string()],
+            template: "{spiffe_id}".to_string(),
+        }
+    }
+}
+
+impl Default for SubjectConfig {
+    fn default() -> Self {
+        SubjectConfig {
+            rules: "DEFAULT".to_string(),
+        }
+    }
+}
+
+/// A refused configuration: the field and the reason, on one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path, e.g. `identity.spiffe.template`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl IdentityConfig {
+    /// Parses the JSON text of the `identity` object.
+    pub fn from_json_str(json: &str) -> Result<IdentityConfig, ConfigError> {
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        let config: IdentityConfig =
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "identity".to_string()
+                } else {
+                    format!("identity.{path}")
+                };
+                ConfigError::new(field, e.into_inner().to_string())
+            })?;
+        deserializer
+            .end()
+            .map_err(|e| ConfigError::new("identity", e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Parses and compiles the JSON text of the `identity` object.
+    pub fn compile_json(json: &str) -> Result<PrincipalMapper, ConfigError> {
+        IdentityConfig::from_json_str(json)?.compile()
+    }
+
+    /// Checks everything and compiles templates and rules.
+    pub fn compile(self) -> Result<PrincipalMapper, ConfigError> {
+        let max = self.max_principal_length;
+        if max == 0 || max > MAX_MAX_PRINCIPAL_LENGTH {
+            return Err(ConfigError::new(
+                "identity.max_principal_length",
+                format!("must be between 1 and {MAX_MAX_PRINCIPAL_LENGTH}, got {max}"),
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err(ConfigError::new(
+                "identity.sources",
+                "must name at least one source: \"spiffe\", \"subject\"",
+            ));
+        }
+        // Both sections are checked even when unused, so a typo is caught before it is
+        // switched on.
+        let spiffe = compile_spiffe(&self.spiffe)?;
+        let subject = compile_subject(&self.subject)?;
+        let mut sources = Vec::with_capacity(self.sources.len());
+        for (i, kind) in self.sources.iter().enumerate() {
+            if self
+                .sources
+                .get(..i)
+                .is_some_and(|seen| seen.contains(kind))
+            {
+                return Err(ConfigError::new(
+                    format!("identity.sources[{i}]"),
+                    format!("\"{}\" is listed twice", kind.as_str()),
+                ));
+            }
+            sources.push(match kind {
+                SourceKind::Spiffe => spiffe.clone(),
+                SourceKind::Subject => subject.clone(),
+            });
+        }
+        if let Some(fallback) = &self.fallback_principal {
+            validate_principal(fallback, max)
+                .map_err(|reason| ConfigError::new("identity.fallback_principal", reason))?;
+        }
+        Ok(PrincipalMapper::new(sources, self.fallback_principal, max))
+    }
+}
+
+fn compile_spiffe(config: &SpiffeConfig) -> Result<CompiledSource, ConfigError> {
+    if config.trust_domains.is_empty() {
+        return Err(ConfigError::new(
+            "identity.spiffe.trust_domains",
+            "must list at least one trust domain",
+        ));
+    }
+    for (i, domain) in config.trust_domains.iter().enumerate() {
+        validate_trust_domain(domain).map_err(|reason| {
+            ConfigError::new(
+                format!("identity.spiffe.trust_domains[{i}]"),
+                format!("{domain:?} is not a valid trust domain: {reason}"),
+            )
+        })?;
+    }
+    let template = Template::parse(&config.template)
+        .map_err(|reason| ConfigError::new("identity.spiffe.template", reason))?;
+    Ok(CompiledSource::Spiffe {
+        trust_domains: config.trust_domains.clone(),
+        template,
+    })
+}
+
+fn compile_subject(config: &SubjectConfig) -> Result<CompiledSource, ConfigError> {
+    let rules = KafkaRules::parse(&config.rules)
+        .map_err(|e| ConfigError::new("identity.subject.rules", e.to_string()))?;
+    if rules.is_empty() {
+        return Err(ConfigError::new(
+            "identity.subject.rules",
+            "no rules (Kafka would reject every certificate); use \"DEFAULT\" for the DN itself",
+        ));
+    }
+    Ok(CompiledSource::Subject { rules })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(json: &str) -> String {
+        IdentityConfig::compile_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let config = IdentityConfig::from_json_str("{}").unwrap();
+        assert_eq!(config, IdentityConfig::default());
+        assert_eq!(config.sources, vec![SourceKind::Spiffe]);
+        assert_eq!(config.spiffe.trust_domains, vec!["cluster.local"]);
+        assert!(config.compile().is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(error(r#"{"bogus": 1}"#).starts_with("identity.bogus: unknown field `bogus`"));
+        assert!(error(r#"{"spiffe": {"x": 1}}"#).starts_with(
+            "identity.spiffe.x: unknown field `x`, expected `trust_domains` or `template`"
+        ));
+        assert!(error(r#"{"max_principal_length": "x"}"#)
+            .starts_with("identity.max_principal_length: invalid type: string \"x\""));
+        assert!(error(r#"{"spiffe": {"trust_domains": ["a", 3]}}"#)
+            .starts_with("identity.spiffe.trust_domains[1]: invalid type"));
+        assert!(error("{} x").starts_with("identity: trailing characters"));
+        assert_eq!(
+            error(r#"{"spiffe": {"template": "{foo}"}}"#),
+            "identity.spiffe.template: unknown placeholder {foo}; allowed: {spiffe_id}, {trust_domain}, {namespace}, {service_account}, {path}"
+        );
+        assert_eq!(
+            error(r#"{"spiffe": {"trust_domains": []}}"#),
+            "identity.spiffe.trust_domains: must list at least one trust domain"
+        );
+        assert!(error(r#"{"spiffe": {"trust_domains": ["a", "B"]}}"#)
+            .starts_with("identity.spiffe.trust_domains[1]: \"B\""));
+        assert!(
+            error(r#"{"sources": ["subject"], "subject": {"rules": "RULE:(/x/"}}"#)
+                .starts_with("identity.subject.rules: rule \"RULE:(/x/\": pattern \"(\"")
+        );
+        assert!(
+            error(r#"{"sources": ["subject"], "subject": {"rules": "RULE:(a)\\1/x/"}}"#)
+                .contains("backreference not supported")
+        );
+        assert!(
+            error(r#"{"sources": ["subject"], "subject": {"rules": "bogus"}}"#)
+                .starts_with("identity.subject.rules: rule \"bogus\": invalid rule")
+        );
+        assert!(error(r#"{"sources": []}"#).starts_with("identity.sources: must name"));
+        assert!(error(r#"{"sources": ["spiffe", "spiffe"]}"#).starts_with("identity.sources[1]"));
+        assert!(error(r#"{"sources": ["ldap"]}"#).starts_with(
+            "identity.sources[0]: unknown variant `ldap`, expected `spiffe` or `subject`"
+        ));
+        assert!(error(r#"{"fallback_principal": ""}"#).starts_with("identity.fallback_principal: "));
+        assert!(
+            error(r#"{"max_principal_length": 0}"#).starts_with("identity.max_principal_length")
+        );
+        // Unused sections are checked too.
+        assert!(IdentityConfig::compile_json(r#"{"subject": {"rules": "bogus"}}"#).is_err());
+    }
+}

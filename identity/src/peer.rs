@@ -1,0 +1,214 @@
+//! The identity fields of a peer, from its certificate or from the strings Envoy exposes.
+
+use crate::envoy_subject;
+use crate::java_dn;
+use crate::spiffe::{SpiffeId, SpiffeProblem};
+use std::fmt;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::pem::Pem;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Certificates larger than this are refused before parsing.
+const MAX_INPUT_BYTES: usize = 64 * 1024;
+
+/// What is known about the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The subject DN as Kafka sees it (`X500Principal.getName()`); `None` when Envoy did
+    /// not expose one.
+    pub subject: Option<String>,
+    /// False when the subject was rebuilt from Envoy's rendering rather than read from
+    /// the certificate: attributes other than CN, C, L, ST, O, OU, STREET, DC and UID may
+    /// then differ from what Kafka would see.
+    pub subject_exact: bool,
+    pub uri_sans: Vec<String>,
+    pub dns_sans: Vec<String>,
+    pub spiffe: Result<SpiffeId, SpiffeProblem>,
+}
+
+/// Why no identity could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityError {
+    TooLarge(usize),
+    NoCertificate,
+    Pem(String),
+    UrlEncoding(String),
+    Der(String),
+    SubjectAltName(String),
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::TooLarge(n) => {
+                write!(
+                    f,
+                    "certificate input is {n} bytes, more than {MAX_INPUT_BYTES}"
+                )
+            }
+            IdentityError::NoCertificate => f.write_str("no CERTIFICATE PEM block found"),
+            IdentityError::Pem(e) => write!(f, "invalid PEM: {e}"),
+            IdentityError::UrlEncoding(e) => write!(f, "invalid URL encoding: {e}"),
+            IdentityError::Der(e) => write!(f, "invalid certificate: {e}"),
+            IdentityError::SubjectAltName(e) => {
+                write!(f, "invalid subjectAltName extension: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {}
+
+impl PeerIdentity {
+    /// Reads the first `CERTIFICATE` block of a PEM text (e.g. `connection.peer_certificate`).
+    pub fn from_pem(pem: &[u8]) -> Result<PeerIdentity, IdentityError> {
+        check_size(pem.len())?;
+        for block in Pem::iter_from_buffer(pem) {
+            let block = block.map_err(|e| match e {
+                x509_parser::error::PEMError::MissingHeader => IdentityError::NoCertificate,
+                other => IdentityError::Pem(other.to_string()),
+            })?;
+            if block.label == "CERTIFICATE" {
+                return PeerIdentity::from_der(&block.contents);
+            }
+        }
+        Err(IdentityError::NoCertificate)
+    }
+
+    /// Reads a URL-encoded PEM, as `%DOWNSTREAM_PEER_CERT%` puts it in filter state.
+    pub fn from_url_encoded_pem(encoded: &[u8]) -> Result<PeerIdentity, IdentityError> {
+        check_size(encoded.len())?;
+        let pem = percent_decode(encoded).map_err(IdentityError::UrlEncoding)?;
+        PeerIdentity::from_pem(&pem)
+    }
+
+    /// Reads a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
+        check_size(der.len())?;
+        let (rest, certificate) =
+            X509Certificate::from_der(der).map_err(|e| IdentityError::Der(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(IdentityError::Der(format!(
+                "{} trailing bytes after the certificate",
+                rest.len()
+            )));
+        }
+        let mut uri_sans = Vec::new();
+        let mut dns_sans = Vec::new();
+        for extension in certificate.extensions() {
+            match extension.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    for name in &san.general_names {
+                        match name {
+                            GeneralName::URI(uri) => uri_sans.push((*uri).to_string()),
+                            GeneralName::DNSName(dns) => dns_sans.push((*dns).to_string()),
+                            _ => {}
+                        }
+                    }
+                }
+                ParsedExtension::ParseError { error } if is_san(extension) => {
+                    return Err(IdentityError::SubjectAltName(error.to_string()));
+                }
+                _ => {}
+            }
+        }
+        let spiffe = SpiffeId::from_uri_sans(&uri_sans);
+        Ok(PeerIdentity {
+            subject: Some(java_dn::render_name(certificate.subject())),
+            subject_exact: true,
+            uri_sans,
+            dns_sans,
+            spiffe,
+        })
+    }
+
+    /// Degraded input from Envoy's `connection.uri_san_peer_certificate` (the first URI
+    /// SAN only) and `connection.subject_peer_certificate` (OpenSSL's RFC 2253 rendering).
+    /// Two SPIFFE SANs cannot be detected from one URI: prefer the certificate.
+    pub fn from_envoy_strings(uri_san: Option<&str>, subject: Option<&str>) -> PeerIdentity {
+        let uri_sans: Vec<String> = uri_san
+            .filter(|s| !s.is_empty())
+            .map(|s| vec![s.to_string()])
+            .unwrap_or_default();
+        let spiffe = SpiffeId::from_uri_sans(&uri_sans);
+        PeerIdentity {
+            subject: subject.map(envoy_subject::to_java),
+            subject_exact: false,
+            uri_sans,
+            dns_sans: Vec::new(),
+            spiffe,
+        }
+    }
+}
+
+fn is_san(extension: &x509_parser::extensions::X509Extension<'_>) -> bool {
+    extension.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME
+}
+
+fn check_size(len: usize) -> Result<(), IdentityError> {
+    if len > MAX_INPUT_BYTES {
+        return Err(IdentityError::TooLarge(len));
+    }
+    Ok(())
+}
+
+/// `%XX` decoding; `+` stays `+` because it is a base64 character, not a space, here.
+fn percent_decode(input: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut bytes = input.iter().enumerate();
+    while let Some((at, &byte)) = bytes.next() {
+        if byte != b'%' {
+            out.push(byte);
+            continue;
+        }
+        let hex = |b: Option<(usize, &u8)>| b.and_then(|(_, b)| char::from(*b).to_digit(16));
+        match (hex(bytes.next()), hex(bytes.next())) {
+            (Some(high), Some(low)) => out.push((high * 16 + low) as u8),
+            _ => return Err(format!("bad %-escape at byte {at}")),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"a%20b%0A+").unwrap(), b"a b\n+");
+        assert!(percent_decode(b"%2").is_err());
+        assert!(percent_decode(b"%zz").is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_eq!(
+            PeerIdentity::from_pem(b""),
+            Err(IdentityError::NoCertificate)
+        );
+        assert!(PeerIdentity::from_pem(
+            b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n"
+        )
+        .is_err());
+        assert!(PeerIdentity::from_der(&[0x30, 0x03, 0x02, 0x01, 0x01]).is_err());
+        assert!(PeerIdentity::from_der(&[]).is_err());
+        assert!(matches!(
+            PeerIdentity::from_der(&vec![0u8; MAX_INPUT_BYTES + 1]),
+            Err(IdentityError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn envoy_strings() {
+        let peer = PeerIdentity::from_envoy_strings(
+            Some("spiffe://cluster.local/ns/a/sa/b"),
+            Some("CN=producer,OU=TEST,O=acme"),
+        );
+        assert_eq!(peer.subject.as_deref(), Some("CN=producer,OU=TEST,O=acme"));
+        assert_eq!(peer.spiffe.unwrap().service_account.as_deref(), Some("b"));
+        let none = PeerIdentity::from_envoy_strings(Some(""), None);
+        assert!(none.uri_sans.is_empty());
+        assert_eq!(none.subject, None);
+    }
+}

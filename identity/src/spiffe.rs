@@ -1,0 +1,230 @@
+//! SPIFFE IDs as the SPIFFE ID specification defines them, and the one a peer presents.
+
+use std::fmt;
+
+const SCHEME: &str = "spiffe://";
+const MAX_ID_LENGTH: usize = 2048;
+const MAX_TRUST_DOMAIN_LENGTH: usize = 255;
+
+/// A valid SPIFFE ID, split into the parts a principal template can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffeId {
+    /// The whole ID, e.g. `spiffe://cluster.local/ns/kafka/sa/producer`.
+    pub id: String,
+    pub trust_domain: String,
+    /// The path with its leading `/`, or empty for the trust domain's own ID.
+    pub path: String,
+    /// For Istio-style IDs (`/ns/<namespace>/sa/<service account>`).
+    pub namespace: Option<String>,
+    pub service_account: Option<String>,
+}
+
+/// Why a peer has no usable SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpiffeProblem {
+    /// No URI SAN with the `spiffe` scheme.
+    Missing,
+    /// More than one `spiffe` URI SAN: which identity the peer meant is ambiguous.
+    Ambiguous(Vec<String>),
+    /// The one `spiffe` URI SAN breaks the SPIFFE ID specification.
+    Invalid { uri: String, reason: String },
+}
+
+impl fmt::Display for SpiffeProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpiffeProblem::Missing => f.write_str("no SPIFFE ID (no spiffe:// URI SAN)"),
+            SpiffeProblem::Ambiguous(uris) => write!(
+                f,
+                "{} spiffe:// URI SANs, exactly one is allowed: {}",
+                uris.len(),
+                uris.iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            SpiffeProblem::Invalid { uri, reason } => {
+                write!(f, "invalid SPIFFE ID {uri:?}: {reason}")
+            }
+        }
+    }
+}
+
+impl SpiffeId {
+    /// Parses and validates one SPIFFE ID.
+    pub fn parse(uri: &str) -> Result<SpiffeId, String> {
+        if uri.len() > MAX_ID_LENGTH {
+            return Err(format!("longer than {MAX_ID_LENGTH} bytes"));
+        }
+        let rest = uri
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| "scheme must be exactly \"spiffe://\" (lower case)".to_string())?;
+        let (trust_domain, path) = match rest.find('/') {
+            Some(slash) => rest.split_at(slash),
+            None => (rest, ""),
+        };
+        validate_trust_domain(trust_domain)?;
+        validate_path(path)?;
+        let (namespace, service_account) = istio_parts(path);
+        Ok(SpiffeId {
+            id: uri.to_string(),
+            trust_domain: trust_domain.to_string(),
+            path: path.to_string(),
+            namespace,
+            service_account,
+        })
+    }
+
+    /// Picks the peer's SPIFFE ID from its URI SANs: exactly one must use the scheme.
+    pub fn from_uri_sans<S: AsRef<str>>(uri_sans: &[S]) -> Result<SpiffeId, SpiffeProblem> {
+        let candidates: Vec<&str> = uri_sans
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|uri| has_spiffe_scheme(uri))
+            .collect();
+        match candidates.as_slice() {
+            [] => Err(SpiffeProblem::Missing),
+            [one] => SpiffeId::parse(one).map_err(|reason| SpiffeProblem::Invalid {
+                uri: (*one).to_string(),
+                reason,
+            }),
+            many => Err(SpiffeProblem::Ambiguous(
+                many.iter().map(|s| (*s).to_string()).collect(),
+            )),
+        }
+    }
+}
+
+/// Any capitalisation counts, so that `SPIFFE://x` is reported as invalid, not ignored.
+fn has_spiffe_scheme(uri: &str) -> bool {
+    uri.get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("spiffe:"))
+}
+
+/// Validates a trust domain name: lower-case letters, digits, `.`, `-` and `_`.
+pub fn validate_trust_domain(trust_domain: &str) -> Result<(), String> {
+    if trust_domain.is_empty() {
+        return Err("trust domain is empty".to_string());
+    }
+    if trust_domain.len() > MAX_TRUST_DOMAIN_LENGTH {
+        return Err(format!(
+            "trust domain is longer than {MAX_TRUST_DOMAIN_LENGTH} bytes"
+        ));
+    }
+    if let Some(bad) = trust_domain
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(match bad {
+            ':' => "trust domain must not contain a port".to_string(),
+            '@' => "trust domain must not contain user info".to_string(),
+            '?' => "SPIFFE ID must not contain a query".to_string(),
+            '#' => "SPIFFE ID must not contain a fragment".to_string(),
+            c if c.is_ascii_uppercase() => "trust domain must be lower case".to_string(),
+            c => format!("trust domain contains {c:?}; allowed: a-z 0-9 . - _"),
+        });
+    }
+    Ok(())
+}
+
+fn validate_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    for segment in path.split('/').skip(1) {
+        match segment {
+            "" => return Err("path has an empty segment (or a trailing /)".to_string()),
+            "." | ".." => return Err("path must not contain . or .. segments".to_string()),
+            _ => {}
+        }
+        if let Some(bad) = segment
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        {
+            return Err(match bad {
+                '?' => "SPIFFE ID must not contain a query".to_string(),
+                '#' => "SPIFFE ID must not contain a fragment".to_string(),
+                '%' => "path must not be percent-encoded".to_string(),
+                c => format!("path contains {c:?}; allowed: a-z A-Z 0-9 . - _"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn istio_parts(path: &str) -> (Option<String>, Option<String>) {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["ns", namespace, "sa", account] => {
+            (Some((*namespace).to_string()), Some((*account).to_string()))
+        }
+        _ => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_id() {
+        let id = SpiffeId::parse("spiffe://cluster.local/ns/kafka/sa/producer").unwrap();
+        assert_eq!(id.trust_domain, "cluster.local");
+        assert_eq!(id.path, "/ns/kafka/sa/producer");
+        assert_eq!(id.namespace.as_deref(), Some("kafka"));
+        assert_eq!(id.service_account.as_deref(), Some("producer"));
+    }
+
+    #[test]
+    fn non_istio_path_has_no_namespace() {
+        let id = SpiffeId::parse("spiffe://example.org/workload/a").unwrap();
+        assert_eq!(id.namespace, None);
+        assert_eq!(id.service_account, None);
+        let id = SpiffeId::parse("spiffe://example.org").unwrap();
+        assert_eq!(id.path, "");
+    }
+
+    #[test]
+    fn rejects_what_the_spec_forbids() {
+        for bad in [
+            "spiffe://",
+            "spiffe:///path",
+            "SPIFFE://example.org/a",
+            "spiffe://Example.org/a",
+            "spiffe://example.org:8080/a",
+            "spiffe://user@example.org/a",
+            "spiffe://example.org/a?x=1",
+            "spiffe://example.org/a#frag",
+            "spiffe://example.org/",
+            "spiffe://example.org//a",
+            "spiffe://example.org/a/./b",
+            "spiffe://example.org/a/../b",
+            "spiffe://example.org/a%20b",
+            "spiffe://exa mple.org/a",
+            "http://example.org/a",
+        ] {
+            assert!(SpiffeId::parse(bad).is_err(), "{bad} should be rejected");
+        }
+        let long_td = format!("spiffe://{}/a", "a".repeat(256));
+        assert!(SpiffeId::parse(&long_td).is_err());
+        let long_id = format!("spiffe://a/{}", "b".repeat(2048));
+        assert!(SpiffeId::parse(&long_id).is_err());
+    }
+
+    #[test]
+    fn picks_exactly_one() {
+        assert_eq!(
+            SpiffeId::from_uri_sans(&["https://x"]),
+            Err(SpiffeProblem::Missing)
+        );
+        let two = SpiffeId::from_uri_sans(&["spiffe://a/x", "spiffe://b/y"]).unwrap_err();
+        assert!(matches!(two, SpiffeProblem::Ambiguous(ref v) if v.len() == 2));
+        assert!(two.to_string().contains("exactly one"));
+        let one = SpiffeId::from_uri_sans(&["https://x", "spiffe://a/x"]).unwrap();
+        assert_eq!(one.trust_domain, "a");
+        assert!(matches!(
+            SpiffeId::from_uri_sans(&["SPIFFE://A/x"]),
+            Err(SpiffeProblem::Invalid { .. })
+        ));
+    }
+}
