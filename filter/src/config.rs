@@ -7,13 +7,14 @@ use kafka_identity_core::{IdentityConfig, PrincipalMapper};
 use serde::Deserialize;
 
 use crate::session::{ClientSaslPolicy, NoIdentityPolicy, SessionSettings};
+use crate::token::TokenIssuer;
 
 /// Envoy 1.38 hands the PEM over through filter state, set by `set_filter_state`.
 pub const DEFAULT_PEER_CERT_FILTER_STATE_KEY: &str = "kafka_identity.peer_cert";
 const DEFAULT_STAT_PREFIX: &str = "kafka_identity";
-/// Kafka ends an OAUTHBEARER session at the token's `exp` even with re-authentication off
-/// (the next request after it closes the connection), so the lifetime bounds connection age.
-const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+/// Kafka ends an OAUTHBEARER session at the token's `exp` even with
+/// `connections.max.reauth.ms` unset; the filter re-authenticates before that.
+const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
 const MIN_TOKEN_LIFETIME_SECS: u64 = 60;
 const MAX_TOKEN_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 /// Below this not even the broker's SASL answers fit.
@@ -30,6 +31,7 @@ struct RawConfig {
     max_frame_bytes: u32,
     peer_certificate_filter_state_key: String,
     client_id: String,
+    reauthenticate: bool,
 }
 
 impl Default for RawConfig {
@@ -43,6 +45,7 @@ impl Default for RawConfig {
             max_frame_bytes: kafka_codec::DEFAULT_MAX_FRAME_BYTES,
             peer_certificate_filter_state_key: DEFAULT_PEER_CERT_FILTER_STATE_KEY.to_owned(),
             client_id: "kafka-identity".to_owned(),
+            reauthenticate: true,
         }
     }
 }
@@ -138,9 +141,12 @@ pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
         session: SessionSettings {
             on_no_identity: raw.on_no_identity,
             on_client_sasl: raw.on_client_sasl,
-            token_lifetime_secs: raw.token_lifetime_seconds,
+            tokens: TokenIssuer::Unsecured {
+                lifetime_secs: raw.token_lifetime_seconds,
+            },
             max_frame_bytes: raw.max_frame_bytes,
             client_id: raw.client_id,
+            reauthenticate: raw.reauthenticate,
         },
         peer_certificate_filter_state_key: raw.peer_certificate_filter_state_key,
     })
@@ -162,7 +168,13 @@ mod tests {
             assert_eq!(c.session.on_no_identity, NoIdentityPolicy::Reject);
             assert_eq!(c.session.on_client_sasl, ClientSaslPolicy::Reject);
             assert_eq!(c.session.max_frame_bytes, 104_857_600);
-            assert_eq!(c.session.token_lifetime_secs, 86_400);
+            assert_eq!(
+                c.session.tokens,
+                TokenIssuer::Unsecured {
+                    lifetime_secs: 3600
+                }
+            );
+            assert!(c.session.reauthenticate);
         }
     }
 

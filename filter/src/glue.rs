@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MetricType, PeerType};
@@ -24,6 +24,7 @@ proxy_wasm::main! {{
 struct Metrics {
     connections: u32,
     authenticated: u32,
+    reauthenticated: u32,
     auth_failed: u32,
     rejected_no_identity: u32,
     rejected_client_sasl: u32,
@@ -41,6 +42,7 @@ impl Metrics {
         Ok(Self {
             connections: counter("connections")?,
             authenticated: counter("authenticated")?,
+            reauthenticated: counter("reauthenticated")?,
             auth_failed: counter("auth_failed")?,
             rejected_no_identity: counter("rejected_no_identity")?,
             rejected_client_sasl: counter("rejected_client_sasl")?,
@@ -156,11 +158,11 @@ fn property_string(path: Vec<&str>) -> Option<String> {
     property(path).and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
-fn now_unix_secs() -> u64 {
+fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
         .unwrap_or(0)
 }
 
@@ -241,14 +243,13 @@ impl Connection {
     }
 
     fn downstream(&mut self, size: usize) -> Result<(), Refusal> {
+        let configured = Rc::clone(&self.configured);
+        let settings = &configured.config.session;
+        let now = now_ms();
         let mut inject = None;
         if !self.session.is_started() {
             let identification = self.read_peer();
-            let settings = &self.configured.config.session;
-            match self
-                .session
-                .start(settings, &identification, now_unix_secs())?
-            {
+            match self.session.start(settings, &identification, now)? {
                 Start::Inject(bytes) => inject = Some(bytes),
                 Start::PassThrough => {
                     self.metrics().bump(self.metrics().passed_through);
@@ -264,23 +265,49 @@ impl Connection {
                 }
             }
         }
-        self.session
-            .downstream(size, &mut EnvoyBuffer(BufferType::DownstreamData))?;
+        let reauth = self.session.downstream(
+            settings,
+            size,
+            &mut EnvoyBuffer(BufferType::DownstreamData),
+            now,
+        )?;
+        let cannot = |s: proxy_wasm::types::Status| Refusal {
+            kind: RefusalKind::Protocol,
+            message: format!("cannot inject SASL requests: {s:?}"),
+        };
         if let Some(bytes) = inject {
-            hostcalls::set_buffer(BufferType::DownstreamData, 0, 0, &bytes).map_err(|s| {
-                Refusal {
+            hostcalls::set_buffer(BufferType::DownstreamData, 0, 0, &bytes).map_err(cannot)?;
+        }
+        if let Some(injection) = reauth {
+            // Envoy drains `offset` bytes from the front and puts the replacement there:
+            // the bytes before the frame boundary, then the SASL requests.
+            let mut replacement = EnvoyBuffer(BufferType::DownstreamData)
+                .read(0..injection.offset)
+                .ok_or(Refusal {
                     kind: RefusalKind::Protocol,
-                    message: format!("cannot inject SASL requests: {s:?}"),
-                }
-            })?;
+                    message: "cannot read client bytes before the re-authentication point"
+                        .to_owned(),
+                })?;
+            replacement.extend_from_slice(&injection.bytes);
+            hostcalls::set_buffer(
+                BufferType::DownstreamData,
+                0,
+                injection.offset,
+                &replacement,
+            )
+            .map_err(cannot)?;
         }
         Ok(())
     }
 
     fn upstream(&mut self, size: usize) -> Result<(), Refusal> {
-        let outcome = self
-            .session
-            .upstream(size, &mut EnvoyBuffer(BufferType::UpstreamData))?;
+        let configured = Rc::clone(&self.configured);
+        let outcome = self.session.upstream(
+            &configured.config.session,
+            size,
+            &mut EnvoyBuffer(BufferType::UpstreamData),
+            now_ms(),
+        )?;
         if let Some(edits) = outcome.edits {
             let result = match edits.front_only() {
                 Some(drop) => {
@@ -298,12 +325,22 @@ impl Connection {
                 message: format!("cannot rewrite broker bytes: {s:?}"),
             })?;
         }
-        if let Some(lifetime_ms) = outcome.authenticated {
-            self.metrics().bump(self.metrics().authenticated);
-            info!(
-                "kafka-identity: {} outcome=authenticated session_lifetime_ms={lifetime_ms}",
-                self.describe()
-            );
+        if let Some(auth) = outcome.authenticated {
+            if auth.reauthentication {
+                self.metrics().bump(self.metrics().reauthenticated);
+                debug!(
+                    "kafka-identity: {} outcome=reauthenticated session_lifetime_ms={}",
+                    self.describe(),
+                    auth.session_lifetime_ms
+                );
+            } else {
+                self.metrics().bump(self.metrics().authenticated);
+                info!(
+                    "kafka-identity: {} outcome=authenticated session_lifetime_ms={}",
+                    self.describe(),
+                    auth.session_lifetime_ms
+                );
+            }
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use kafka_codec::{
 };
 use serde::Deserialize;
 
-use crate::token;
+use crate::token::TokenIssuer;
 
 /// Correlation ids of the injected requests. Kafka's Java client reserves the top eight
 /// ids for its own SASL requests and never uses them for ordinary requests, so they cannot
@@ -43,14 +43,20 @@ pub enum ClientSaslPolicy {
     AllowWithoutIdentity,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub on_no_identity: NoIdentityPolicy,
     pub on_client_sasl: ClientSaslPolicy,
-    pub token_lifetime_secs: u64,
+    pub tokens: TokenIssuer,
     pub max_frame_bytes: u32,
     pub client_id: String,
+    /// Re-authenticate (KIP-368) before the broker's session ends.
+    pub reauthenticate: bool,
 }
+
+/// Re-authenticate once this share of the session lifetime has passed, like Kafka's Java
+/// client (85-95%): early enough that a busy broker answers before the session ends.
+const REAUTH_AT_PERCENT: u64 = 85;
 
 /// What the glue found out about the peer on the first downstream data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,14 +110,30 @@ pub enum Start {
     PassThrough,
 }
 
+/// Bytes to insert into the client's stream at a request boundary of the current chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injection {
+    /// Offset in the current chunk (a frame boundary).
+    pub offset: usize,
+    pub bytes: Vec<u8>,
+}
+
+/// The broker accepted an (re-)authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The broker's session lifetime in ms (0: the session does not expire).
+    pub session_lifetime_ms: i64,
+    /// False for the connection's first authentication.
+    pub reauthentication: bool,
+}
+
 /// The decision on a chunk from the broker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamOutcome {
     /// How to rewrite the chunk; None leaves it untouched.
     pub edits: Option<ChunkEdits>,
-    /// Set when this chunk completed authentication: the broker's session lifetime (ms,
-    /// 0 when the broker does not require re-authentication).
-    pub authenticated: Option<i64>,
+    /// Set when this chunk completed an authentication.
+    pub authenticated: Option<Authenticated>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,22 +149,69 @@ pub struct Session {
     phase: Phase,
     requests: RequestScanner,
     responses: ResponseScanner,
+    principal: String,
+    /// Requests sent upstream that the broker will answer (acks=0 Produce gets no answer),
+    /// the injected ones included: the position of the next request's answer.
+    answered_requests: u64,
+    /// When to re-authenticate (ms since the epoch), once authenticated.
+    reauth_at_ms: Option<u64>,
+    reauth_in_flight: bool,
+    authentications: u64,
 }
 
 impl Session {
     pub fn new(settings: &SessionSettings) -> Self {
+        // Pairing answers with requests needs Produce `acks`; without re-authentication
+        // the filter reads only the fixed 12-byte prefix of each request.
+        let depth = if settings.reauthenticate {
+            HeaderDepth::ProduceAcks
+        } else {
+            HeaderDepth::Fixed
+        };
         Self {
             phase: Phase::New,
             requests: RequestScanner::new(RequestScannerConfig {
                 max_frame_bytes: settings.max_frame_bytes,
-                depth: HeaderDepth::Fixed,
+                depth,
                 max_client_id_bytes: 0,
             }),
             responses: ResponseScanner::new(ResponseScannerConfig {
                 max_frame_bytes: settings.max_frame_bytes,
                 ..Default::default()
             }),
+            principal: String::new(),
+            answered_requests: 0,
+            reauth_at_ms: None,
+            reauth_in_flight: false,
+            authentications: 0,
         }
+    }
+
+    /// Successful authentications so far, re-authentications included.
+    pub fn authentications(&self) -> u64 {
+        self.authentications
+    }
+
+    /// SaslHandshake + SaslAuthenticate for the session's principal; their answers will be
+    /// the next two responses after those of the requests already sent.
+    fn authentication_requests(
+        &mut self,
+        settings: &SessionSettings,
+        now_ms: u64,
+    ) -> Result<Vec<u8>, Refusal> {
+        let token = settings
+            .tokens
+            .issue(&self.principal, now_ms / 1000, self.authentications)
+            .map_err(|e| {
+                Refusal::new(RefusalKind::AuthFailed, format!("cannot issue token: {e}"))
+            })?;
+        let bytes = injected_requests(&settings.client_id, &token)?;
+        self.responses
+            .hide_at(self.answered_requests, HANDSHAKE_CORRELATION_ID);
+        self.responses
+            .hide_at(self.answered_requests + 1, AUTHENTICATE_CORRELATION_ID);
+        self.answered_requests += 2;
+        Ok(bytes)
     }
 
     pub fn is_started(&self) -> bool {
@@ -158,15 +227,12 @@ impl Session {
         &mut self,
         settings: &SessionSettings,
         identification: &Identification,
-        now_unix_secs: u64,
+        now_ms: u64,
     ) -> Result<Start, Refusal> {
         let why = match identification {
             Identification::Principal { principal, .. } => {
-                let token =
-                    token::unsecured_jwt(principal, now_unix_secs, settings.token_lifetime_secs);
-                let bytes = injected_requests(&settings.client_id, &token)?;
-                self.responses.hide(HANDSHAKE_CORRELATION_ID);
-                self.responses.hide(AUTHENTICATE_CORRELATION_ID);
+                self.principal = principal.clone();
+                let bytes = self.authentication_requests(settings, now_ms)?;
                 self.phase = Phase::Authenticating;
                 return Ok(Start::Inject(bytes));
             }
@@ -187,8 +253,15 @@ impl Session {
         }
     }
 
-    /// A chunk of client bytes: follow request frames, refuse client SASL.
-    pub fn downstream(&mut self, len: usize, src: &mut dyn ChunkSource) -> Result<(), Refusal> {
+    /// A chunk of client bytes: follow request frames, refuse client SASL, and when the
+    /// session is due for re-authentication, say where to insert the SASL requests.
+    pub fn downstream(
+        &mut self,
+        settings: &SessionSettings,
+        len: usize,
+        src: &mut dyn ChunkSource,
+        now_ms: u64,
+    ) -> Result<Option<Injection>, Refusal> {
         match self.phase {
             Phase::New => {
                 return Err(Refusal::new(
@@ -198,10 +271,12 @@ impl Session {
             }
             Phase::PassThrough {
                 client_sasl_allowed: true,
-            } => return Ok(()),
+            } => return Ok(None),
             _ => {}
         }
+        let mut injection = None;
         self.requests.begin_chunk(len);
+        let chunk_start = self.requests.stream_position();
         loop {
             match self.requests.poll().map_err(protocol("request"))? {
                 ScanStep::Read(range) => {
@@ -226,20 +301,47 @@ impl Session {
                             ),
                         ));
                     }
+                    let starts_here = frame.stream_offset >= chunk_start;
+                    if injection.is_none() && starts_here && self.reauth_due(now_ms) {
+                        let offset =
+                            usize::try_from(frame.stream_offset - chunk_start).map_err(|_| {
+                                Refusal::new(RefusalKind::Protocol, "chunk offset overflow")
+                            })?;
+                        let bytes = self.authentication_requests(settings, now_ms)?;
+                        self.reauth_in_flight = true;
+                        injection = Some(Injection { offset, bytes });
+                    }
+                    if !frame.expects_no_response() {
+                        self.answered_requests += 1;
+                    }
                 }
-                ScanStep::ChunkDone => return Ok(()),
+                ScanStep::ChunkDone => return Ok(injection),
             }
         }
     }
 
-    /// A chunk of broker bytes: while authenticating, remove and check the answers to the
-    /// injected requests; afterwards the stream is not inspected.
+    fn reauth_due(&self, now_ms: u64) -> bool {
+        self.phase == Phase::Authenticated
+            && !self.reauth_in_flight
+            && self.reauth_at_ms.is_some_and(|at| now_ms >= at)
+    }
+
+    /// A chunk of broker bytes: remove and check the answers to the injected requests.
+    /// Without re-authentication the stream is not inspected once authenticated; with it,
+    /// only response frame boundaries are followed (8 bytes read per response).
     pub fn upstream(
         &mut self,
+        settings: &SessionSettings,
         len: usize,
         src: &mut dyn ChunkSource,
+        now_ms: u64,
     ) -> Result<UpstreamOutcome, Refusal> {
-        if self.phase != Phase::Authenticating && self.responses.is_idle() {
+        let following = match self.phase {
+            Phase::Authenticating => true,
+            Phase::Authenticated => settings.reauthenticate || !self.responses.is_idle(),
+            Phase::New | Phase::PassThrough { .. } => false,
+        };
+        if !following {
             return Ok(UpstreamOutcome::default());
         }
         let mut outcome = UpstreamOutcome::default();
@@ -257,8 +359,18 @@ impl Session {
                         check_handshake(&hidden.frame)?;
                     } else {
                         let answer = check_authenticate(&hidden.frame)?;
+                        let lifetime = answer.session_lifetime_ms;
+                        outcome.authenticated = Some(Authenticated {
+                            session_lifetime_ms: lifetime,
+                            reauthentication: self.authentications > 0,
+                        });
+                        self.authentications += 1;
                         self.phase = Phase::Authenticated;
-                        outcome.authenticated = Some(answer.session_lifetime_ms);
+                        self.reauth_in_flight = false;
+                        self.reauth_at_ms = u64::try_from(lifetime)
+                            .ok()
+                            .filter(|ms| *ms > 0 && settings.reauthenticate)
+                            .map(|ms| now_ms.saturating_add(ms / 100 * REAUTH_AT_PERCENT));
                     }
                 }
                 ResponseStep::ChunkDone => break,
@@ -281,7 +393,7 @@ fn injected_requests(client_id: &str, token: &str) -> Result<Vec<u8>, Refusal> {
             AUTHENTICATE_CORRELATION_ID,
             client_id,
             AUTHENTICATE_VERSION,
-            &token::client_first_message(token),
+            &crate::token::client_first_message(token),
         )
         .map_err(internal)?,
     );

@@ -28,6 +28,38 @@ pub fn unsecured_jwt(principal: &str, now_unix_secs: u64, lifetime_secs: u64) ->
     format!("{header}.{}.", URL_SAFE_NO_PAD.encode(payload))
 }
 
+/// Makes the token for each (re-)authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenIssuer {
+    /// `{"alg":"none"}`: accepted by Kafka's default OAUTHBEARER validator.
+    Unsecured { lifetime_secs: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenError(pub String);
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TokenIssuer {
+    /// `sequence` numbers the tokens of one connection (0 for the first authentication).
+    pub fn issue(
+        &self,
+        principal: &str,
+        now_unix_secs: u64,
+        _sequence: u64,
+    ) -> Result<String, TokenError> {
+        match self {
+            TokenIssuer::Unsecured { lifetime_secs } => {
+                Ok(unsecured_jwt(principal, now_unix_secs, *lifetime_secs))
+            }
+        }
+    }
+}
+
 /// RFC 7628 section 3.1 client-first message: `n,,` GS2 header, then `auth=Bearer <token>`
 /// between ^A separators.
 pub fn client_first_message(token: &str) -> Vec<u8> {

@@ -9,7 +9,7 @@
 use kafka_identity_filter::config;
 use kafka_identity_filter::peer::{identify, PeerProperties};
 use kafka_identity_filter::session::Identification;
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 
 fn workload_pem(spiffe: &str) -> String {
     let mut params = CertificateParams::default();

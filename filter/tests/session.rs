@@ -10,16 +10,22 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use kafka_identity_filter::session::*;
+use kafka_identity_filter::token::TokenIssuer;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable, StrBytes};
+
+const NOW: u64 = 1_700_000_000_000;
 
 fn settings() -> SessionSettings {
     SessionSettings {
         on_no_identity: NoIdentityPolicy::Reject,
         on_client_sasl: ClientSaslPolicy::Reject,
-        token_lifetime_secs: 3600,
+        tokens: TokenIssuer::Unsecured {
+            lifetime_secs: 3600,
+        },
         max_frame_bytes: 100 * 1024 * 1024,
         client_id: "kafka-identity".into(),
+        reauthenticate: true,
     }
 }
 
@@ -94,7 +100,7 @@ impl ChunkSource for Counting<'_> {
 fn started() -> Session {
     let mut s = Session::new(&settings());
     assert!(matches!(
-        s.start(&settings(), &producer(), 1_700_000_000),
+        s.start(&settings(), &producer(), NOW),
         Ok(Start::Inject(_))
     ));
     s
@@ -103,7 +109,7 @@ fn started() -> Session {
 #[test]
 fn injects_handshake_and_authenticate_carrying_the_principal() {
     let mut s = Session::new(&settings());
-    let Start::Inject(bytes) = s.start(&settings(), &producer(), 1_700_000_000).unwrap() else {
+    let Start::Inject(bytes) = s.start(&settings(), &producer(), NOW).unwrap() else {
         panic!("expected injection")
     };
     let mut buf = Bytes::from(bytes);
@@ -145,8 +151,10 @@ fn removes_the_broker_answers_and_passes_the_clients() {
         client_answer.clone(),
     ]
     .concat();
-    let out = s.upstream(stream.len(), &mut stream.as_slice()).unwrap();
-    assert_eq!(out.authenticated, Some(0));
+    let out = s
+        .upstream(&settings(), stream.len(), &mut stream.as_slice(), NOW)
+        .unwrap();
+    assert_eq!(out.authenticated.map(|a| a.session_lifetime_ms), Some(0));
     assert_eq!(out.edits.as_ref().unwrap().apply(&stream), client_answer);
     assert!(s.is_authenticated());
 }
@@ -165,7 +173,7 @@ fn answers_split_into_single_bytes_still_authenticate() {
     let mut lifetime = None;
     for b in &stream {
         let chunk = [*b];
-        let o = s.upstream(1, &mut &chunk[..]).unwrap();
+        let o = s.upstream(&settings(), 1, &mut &chunk[..], NOW).unwrap();
         lifetime = lifetime.or(o.authenticated);
         match o.edits {
             Some(e) => out.extend(e.apply(&chunk)),
@@ -173,23 +181,35 @@ fn answers_split_into_single_bytes_still_authenticate() {
         }
     }
     assert_eq!(out, client_answer);
-    assert_eq!(lifetime, Some(10_000));
+    assert_eq!(lifetime.map(|a| a.session_lifetime_ms), Some(10_000));
 }
 
 #[test]
-fn after_authentication_the_response_stream_is_not_read() {
-    let mut s = started();
-    let stream = [handshake_ok(), authenticate(0, None, 0)].concat();
-    s.upstream(stream.len(), &mut stream.as_slice()).unwrap();
-    let big = response_frame(5, ApiKey::Fetch, 12, &FetchResponse::default());
-    let mut src = Counting {
-        data: &big,
-        reads: 0,
-        bytes: 0,
-    };
-    let out = s.upstream(big.len(), &mut src).unwrap();
-    assert_eq!(out, UpstreamOutcome::default());
-    assert_eq!(src.reads, 0);
+fn after_authentication_the_response_stream_is_followed_only_if_reauthenticating() {
+    for (reauth, reads, bytes) in [(false, 0, 0), (true, 1, 8)] {
+        let settings = SessionSettings {
+            reauthenticate: reauth,
+            ..settings()
+        };
+        let mut s = Session::new(&settings);
+        s.start(&settings, &producer(), NOW).unwrap();
+        let stream = [handshake_ok(), authenticate(0, None, 0)].concat();
+        s.upstream(&settings, stream.len(), &mut stream.as_slice(), NOW)
+            .unwrap();
+        let big = response_frame(5, ApiKey::Fetch, 12, &FetchResponse::default());
+        let mut src = Counting {
+            data: &big,
+            reads: 0,
+            bytes: 0,
+        };
+        let out = s.upstream(&settings, big.len(), &mut src, NOW).unwrap();
+        assert_eq!(out, UpstreamOutcome::default());
+        assert_eq!(
+            (src.reads, src.bytes),
+            (reads, bytes),
+            "reauthenticate {reauth}"
+        );
+    }
 }
 
 #[test]
@@ -201,7 +221,7 @@ fn broker_rejection_closes_with_its_message() {
     ]
     .concat();
     let err = s
-        .upstream(stream.len(), &mut stream.as_slice())
+        .upstream(&settings(), stream.len(), &mut stream.as_slice(), NOW)
         .unwrap_err();
     assert_eq!(err.kind, RefusalKind::AuthFailed);
     assert!(
@@ -220,7 +240,7 @@ fn listener_without_oauthbearer_is_an_auth_failure() {
         .with_mechanisms(vec![StrBytes::from_static_str("PLAIN")]);
     let stream = response_frame(HANDSHAKE_CORRELATION_ID, ApiKey::SaslHandshake, 1, &body);
     let err = s
-        .upstream(stream.len(), &mut stream.as_slice())
+        .upstream(&settings(), stream.len(), &mut stream.as_slice(), NOW)
         .unwrap_err();
     assert_eq!(err.kind, RefusalKind::AuthFailed);
     assert!(
@@ -232,18 +252,31 @@ fn listener_without_oauthbearer_is_an_auth_failure() {
 
 #[test]
 fn client_requests_are_followed_reading_only_headers() {
-    let mut s = started();
     let mut stream = request(ApiKey::ApiVersions, 3, 1);
     stream.extend(request(ApiKey::Metadata, 12, 2));
     stream.extend(request(ApiKey::Produce, 9, 3));
-    let mut src = Counting {
-        data: &stream,
-        reads: 0,
-        bytes: 0,
-    };
-    s.downstream(stream.len(), &mut src).unwrap();
-    assert_eq!(src.reads, 3);
-    assert_eq!(src.bytes, 36);
+    // Without re-authentication: the 12-byte prefix of each frame. With it, Produce
+    // requests also give up acks (client id length, tagged fields, transactional id, acks).
+    for (reauth, reads, bytes) in [(false, 3, 36), (true, 7, 42)] {
+        let settings = SessionSettings {
+            reauthenticate: reauth,
+            ..settings()
+        };
+        let mut s = Session::new(&settings);
+        s.start(&settings, &producer(), NOW).unwrap();
+        let mut src = Counting {
+            data: &stream,
+            reads: 0,
+            bytes: 0,
+        };
+        s.downstream(&settings, stream.len(), &mut src, NOW)
+            .unwrap();
+        assert_eq!(
+            (src.reads, src.bytes),
+            (reads, bytes),
+            "reauthenticate {reauth}"
+        );
+    }
 }
 
 #[test]
@@ -259,12 +292,12 @@ fn client_sasl_is_refused_at_any_point() {
             let mut s = started();
             // Refused as soon as the header is complete, whichever chunk completes it.
             let sasl_header_end = stream.len() - request(key, 1, 3).len() + 12;
-            let first = s.downstream(cut, &mut &stream[..cut]);
+            let first = s.downstream(&settings(), cut, &mut &stream[..cut], NOW);
             let err = if cut >= sasl_header_end {
                 first.unwrap_err()
             } else {
                 assert!(first.is_ok(), "cut {cut}");
-                s.downstream(stream.len() - cut, &mut &stream[cut..])
+                s.downstream(&settings(), stream.len() - cut, &mut &stream[cut..], NOW)
                     .unwrap_err()
             };
             assert_eq!(err.kind, RefusalKind::ClientSasl);
@@ -297,7 +330,9 @@ fn no_identity_is_refused_or_passed_through_by_policy() {
     // Client SASL is still refused unless explicitly allowed for such connections.
     let hs = request(ApiKey::SaslHandshake, 1, 1);
     assert_eq!(
-        s.downstream(hs.len(), &mut hs.as_slice()).unwrap_err().kind,
+        s.downstream(&settings(), hs.len(), &mut hs.as_slice(), NOW)
+            .unwrap_err()
+            .kind,
         RefusalKind::ClientSasl
     );
 
@@ -307,12 +342,16 @@ fn no_identity_is_refused_or_passed_through_by_policy() {
     };
     let mut s = Session::new(&allow);
     s.start(&allow, &none, 0).unwrap();
-    assert!(s.downstream(hs.len(), &mut hs.as_slice()).is_ok());
+    assert!(s
+        .downstream(&settings(), hs.len(), &mut hs.as_slice(), NOW)
+        .is_ok());
     // ...but never on a connection the filter authenticated.
     let mut s = Session::new(&allow);
     s.start(&allow, &producer(), 0).unwrap();
     assert_eq!(
-        s.downstream(hs.len(), &mut hs.as_slice()).unwrap_err().kind,
+        s.downstream(&settings(), hs.len(), &mut hs.as_slice(), NOW)
+            .unwrap_err()
+            .kind,
         RefusalKind::ClientSasl
     );
 }
@@ -322,7 +361,9 @@ fn malformed_frames_are_protocol_errors() {
     let mut s = started();
     let mut bad = (-1i32).to_be_bytes().to_vec();
     bad.extend([0; 8]);
-    let err = s.downstream(bad.len(), &mut bad.as_slice()).unwrap_err();
+    let err = s
+        .downstream(&settings(), bad.len(), &mut bad.as_slice(), NOW)
+        .unwrap_err();
     assert_eq!(err.kind, RefusalKind::Protocol);
     assert!(err.message.contains("negative"), "{}", err.message);
 
@@ -330,7 +371,178 @@ fn malformed_frames_are_protocol_errors() {
     let mut big = (200 * 1024 * 1024i32).to_be_bytes().to_vec();
     big.extend([0; 8]);
     assert_eq!(
-        s.upstream(big.len(), &mut big.as_slice()).unwrap_err().kind,
+        s.upstream(&settings(), big.len(), &mut big.as_slice(), NOW)
+            .unwrap_err()
+            .kind,
         RefusalKind::Protocol
     );
+}
+
+fn produce_acks0(corr: i32) -> Vec<u8> {
+    // Produce v3 body: transactional_id (null), acks, timeout, no topics.
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(3)
+        .with_correlation_id(corr)
+        .encode(&mut buf, 1)
+        .unwrap();
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    buf.extend_from_slice(&0i16.to_be_bytes());
+    buf.extend_from_slice(&1000i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+/// Authenticated at NOW with a broker session of 10 s.
+fn authenticated(settings: &SessionSettings) -> Session {
+    let mut s = Session::new(settings);
+    s.start(settings, &producer(), NOW).unwrap();
+    let answers = [handshake_ok(), authenticate(0, None, 10_000)].concat();
+    let out = s
+        .upstream(settings, answers.len(), &mut answers.as_slice(), NOW)
+        .unwrap();
+    assert!(!out.authenticated.unwrap().reauthentication);
+    s
+}
+
+fn client_answer(corr: i32) -> Vec<u8> {
+    response_frame(corr, ApiKey::Metadata, 12, &MetadataResponse::default())
+}
+
+#[test]
+fn reauthenticates_at_a_request_boundary_before_the_session_ends() {
+    let mut s = authenticated(&settings());
+    // Before 85% of the session: requests flow untouched.
+    let early = request(ApiKey::Metadata, 12, 1);
+    let none = s
+        .downstream(&settings(), early.len(), &mut early.as_slice(), NOW + 8_000)
+        .unwrap();
+    assert_eq!(none, None);
+    // After it: SASL requests go in front of the next request that starts in the chunk.
+    // This chunk ends the tail of nothing and holds an acks=0 produce, then a Metadata.
+    let chunk = [produce_acks0(2), request(ApiKey::Metadata, 12, 3)].concat();
+    let due = NOW + 8_600;
+    let inj = s
+        .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), due)
+        .unwrap()
+        .unwrap();
+    assert_eq!(inj.offset, 0);
+    let mut buf = Bytes::from(inj.bytes.clone());
+    let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+    let mut auth = buf.split_off(4 + size).slice(4..);
+    let h = decode_request_header_from_buffer(&mut auth).unwrap();
+    assert_eq!(h.correlation_id, AUTHENTICATE_CORRELATION_ID);
+    // The broker answers #1 (Metadata sent before), then the two SASL answers, then #3;
+    // the acks=0 produce gets none.
+    let stream = [
+        client_answer(1),
+        handshake_ok(),
+        authenticate(0, None, 10_000),
+        client_answer(3),
+    ]
+    .concat();
+    for cut in 0..stream.len() {
+        let mut s2 = authenticated(&settings());
+        s2.downstream(&settings(), early.len(), &mut early.as_slice(), NOW)
+            .unwrap();
+        assert!(s2
+            .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), due)
+            .unwrap()
+            .is_some());
+        let mut out = vec![];
+        let mut reauth = None;
+        for part in [&stream[..cut], &stream[cut..]] {
+            let o = s2
+                .upstream(&settings(), part.len(), &mut &part[..], due + 5)
+                .unwrap();
+            reauth = reauth.or(o.authenticated);
+            match o.edits {
+                Some(e) => out.extend(e.apply(part)),
+                None => out.extend_from_slice(part),
+            }
+        }
+        assert_eq!(
+            out,
+            [client_answer(1), client_answer(3)].concat(),
+            "cut {cut}"
+        );
+        assert_eq!(
+            reauth,
+            Some(Authenticated {
+                session_lifetime_ms: 10_000,
+                reauthentication: true
+            })
+        );
+        assert_eq!(s2.authentications(), 2);
+    }
+}
+
+#[test]
+fn reauthentication_goes_before_a_frame_inside_the_chunk() {
+    let mut s = authenticated(&settings());
+    let first = request(ApiKey::Fetch, 12, 1);
+    // A chunk that ends inside a frame: that frame's start was in this chunk at offset 0.
+    let second = request(ApiKey::Fetch, 12, 2);
+    let chunk = [&first[10..], &second[..]].concat();
+    s.downstream(&settings(), 10, &mut &first[..10], NOW + 100)
+        .unwrap();
+    let inj = s
+        .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), NOW + 9_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        inj.offset,
+        first.len() - 10,
+        "goes in front of the second request"
+    );
+}
+
+#[test]
+fn without_reauthentication_nothing_is_injected_and_answers_are_not_read() {
+    let off = SessionSettings {
+        reauthenticate: false,
+        ..settings()
+    };
+    let mut s = authenticated(&off);
+    let req = request(ApiKey::Metadata, 12, 1);
+    assert_eq!(
+        s.downstream(&off, req.len(), &mut req.as_slice(), NOW + 60_000)
+            .unwrap(),
+        None
+    );
+    let answer = client_answer(1);
+    let mut src = Counting {
+        data: &answer,
+        reads: 0,
+        bytes: 0,
+    };
+    assert_eq!(
+        s.upstream(&off, answer.len(), &mut src, NOW + 60_000)
+            .unwrap(),
+        UpstreamOutcome::default()
+    );
+    assert_eq!(src.reads, 0);
+}
+
+#[test]
+fn refused_reauthentication_closes_the_connection() {
+    let mut s = authenticated(&settings());
+    let req = request(ApiKey::Metadata, 12, 1);
+    assert!(s
+        .downstream(&settings(), req.len(), &mut req.as_slice(), NOW + 9_000)
+        .unwrap()
+        .is_some());
+    let stream = [handshake_ok(), authenticate(58, Some("expired"), 0)].concat();
+    let err = s
+        .upstream(
+            &settings(),
+            stream.len(),
+            &mut stream.as_slice(),
+            NOW + 9_001,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind, RefusalKind::AuthFailed);
 }
