@@ -1,177 +1,40 @@
-//! `kafka-identity`: shows which Kafka principal a client certificate maps to.
+//! `kafka-identity`: the filter's identity and token logic on the command line.
 
-use kafka_identity_core::{IdentityConfig, PeerIdentity, PrincipalMapper};
-use serde::Serialize;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: kafka-identity explain --cert FILE.pem [--config FILE.json] [--json]
+mod explain;
+mod keygen;
+mod token;
 
-Prints the identity fields of a client certificate (PEM or DER) and the Kafka principal
-the filter derives from it. --config takes the filter's \"identity\" object (or a whole
-filter config with an \"identity\" key); without it the defaults apply.
+const USAGE: &str = "usage: kafka-identity <command> ...
 
-Exit status: 0 a principal results, 2 no principal, 1 usage or file error.";
+commands:
+  explain --cert FILE.pem [--config FILE.json] [--json]
+      the identity fields of a client certificate and the principal the filter derives
+  token --cert FILE.pem --config FILE.json
+      the OAUTHBEARER token the filter would send for that certificate (for debugging)
+  keygen --key-id ID [--algorithm ES256|RS256] --key-out KEY.pem --jwks-out JWKS.json [--append]
+      a signing key for the filter and the JWKS the broker validates tokens with
 
-struct Args {
-    cert: String,
-    config: Option<String>,
-    json: bool,
-}
-
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut iter = args.iter();
-    match iter.next().map(String::as_str) {
-        Some("explain") => {}
-        Some("-h" | "--help") | None => return Err(String::new()),
-        Some(other) => return Err(format!("unknown command {other:?}")),
-    }
-    let mut cert = None;
-    let mut config = None;
-    let mut json = false;
-    while let Some(arg) = iter.next() {
-        match arg.as_str() {
-            "--cert" => cert = Some(iter.next().ok_or("--cert needs a file")?.clone()),
-            "--config" => config = Some(iter.next().ok_or("--config needs a file")?.clone()),
-            "--json" => json = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Args {
-        cert: cert.ok_or("--cert is required")?,
-        config,
-        json,
-    })
-}
-
-fn load_mapper(path: Option<&str>) -> Result<PrincipalMapper, String> {
-    let Some(path) = path else {
-        return IdentityConfig::default()
-            .compile()
-            .map_err(|e| e.to_string());
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    // Accept the whole filter config as well as the identity object alone.
-    let identity = match value.get("identity") {
-        Some(identity) => identity.to_string(),
-        None => text,
-    };
-    IdentityConfig::compile_json(&identity).map_err(|e| format!("{path}: {e}"))
-}
-
-fn load_peer(path: &str) -> Result<PeerIdentity, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-    let peer = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        PeerIdentity::from_pem(&bytes)
-    } else {
-        PeerIdentity::from_der(&bytes)
-    };
-    peer.map_err(|e| format!("{path}: {e}"))
-}
-
-/// `--json` output; field order is the documented one.
-#[derive(Serialize)]
-struct JsonReport<'a> {
-    principal: Option<&'a str>,
-    source: Option<&'static str>,
-    spiffe_id: Option<&'a str>,
-    namespace: Option<&'a str>,
-    service_account: Option<&'a str>,
-    spiffe_error: Option<String>,
-    subject: Option<&'a str>,
-    uri_sans: &'a [String],
-    dns_sans: &'a [String],
-    error: Option<String>,
-}
-
-fn run(args: &Args) -> Result<bool, String> {
-    let mapper = load_mapper(args.config.as_deref())?;
-    let peer = load_peer(&args.cert)?;
-    let outcome = mapper.map(&peer);
-    if args.json {
-        let spiffe = peer.spiffe.as_ref().ok();
-        let report = JsonReport {
-            principal: outcome.as_ref().ok().map(|p| p.name.as_str()),
-            source: outcome.as_ref().ok().map(|p| p.source.as_str()),
-            spiffe_id: spiffe.map(|id| id.id.as_str()),
-            namespace: spiffe.and_then(|id| id.namespace.as_deref()),
-            service_account: spiffe.and_then(|id| id.service_account.as_deref()),
-            spiffe_error: peer.spiffe.as_ref().err().map(ToString::to_string),
-            subject: peer.subject.as_deref(),
-            uri_sans: &peer.uri_sans,
-            dns_sans: &peer.dns_sans,
-            error: outcome.as_ref().err().map(ToString::to_string),
-        };
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        println!("{text}");
-    } else {
-        print!("{}", human(&peer, &outcome));
-    }
-    Ok(outcome.is_ok())
-}
-
-fn human(
-    peer: &PeerIdentity,
-    outcome: &Result<kafka_identity_core::Principal, kafka_identity_core::NoPrincipal>,
-) -> String {
-    let list = |items: &[String]| {
-        if items.is_empty() {
-            "(none)".to_string()
-        } else {
-            items.join(", ")
-        }
-    };
-    let mut lines: Vec<(&str, String)> = Vec::new();
-    let subject = match peer.subject.as_deref() {
-        None => "(none)",
-        Some("") => "(empty)",
-        Some(subject) => subject,
-    };
-    lines.push(("subject:", subject.to_string()));
-    match &peer.spiffe {
-        Ok(id) => {
-            lines.push(("spiffe id:", id.id.clone()));
-            if let (Some(ns), Some(sa)) = (&id.namespace, &id.service_account) {
-                lines.push(("  namespace:", ns.clone()));
-                lines.push(("  service account:", sa.clone()));
-            }
-        }
-        Err(problem) => lines.push(("spiffe id:", format!("({problem})"))),
-    }
-    lines.push(("uri sans:", list(&peer.uri_sans)));
-    lines.push(("dns sans:", list(&peer.dns_sans)));
-    match outcome {
-        Ok(principal) => {
-            lines.push(("source:", principal.source.to_string()));
-            lines.push(("principal:", principal.name.clone()));
-        }
-        Err(why) => lines.push(("principal:", format!("none ({why})"))),
-    }
-    lines
-        .into_iter()
-        .map(|(label, value)| format!("{label:<19}{value}\n"))
-        .collect()
-}
+run a command with --help for details.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&args) {
-        Ok(args) => args,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("kafka-identity: {message}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(1);
+    let rest = args.get(1..).unwrap_or_default();
+    match args.first().map(String::as_str) {
+        Some("explain") => explain::main(rest),
+        Some("token") => token::main(rest),
+        Some("keygen") => keygen::main(rest),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
         }
-    };
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(2),
-        Err(message) => {
-            eprintln!("kafka-identity: {message}");
+        Some(other) => {
+            eprintln!("kafka-identity: unknown command {other:?}\n{USAGE}");
+            ExitCode::from(1)
+        }
+        None => {
+            eprintln!("{USAGE}");
             ExitCode::from(1)
         }
     }

@@ -7,7 +7,7 @@ use kafka_identity_core::{IdentityConfig, PrincipalMapper};
 use serde::Deserialize;
 
 use crate::session::{ClientSaslPolicy, NoIdentityPolicy, SessionSettings};
-use crate::token::TokenIssuer;
+use crate::token::{Algorithm, SignedIssuer, TokenIssuer};
 
 /// Envoy 1.38 hands the PEM over through filter state, set by `set_filter_state`.
 pub const DEFAULT_PEER_CERT_FILTER_STATE_KEY: &str = "kafka_identity.peer_cert";
@@ -32,6 +32,26 @@ struct RawConfig {
     peer_certificate_filter_state_key: String,
     client_id: String,
     reauthenticate: bool,
+    signing: Option<RawSigning>,
+}
+
+/// `signing`: sign tokens instead of sending unsecured ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    #[serde(default = "default_algorithm")]
+    algorithm: Algorithm,
+    key_id: String,
+    issuer: String,
+    audience: String,
+    private_key_pem: Option<String>,
+    /// Name of an environment variable of the VM (`vm_config.environment_variables`,
+    /// e.g. filled from a Kubernetes Secret) that holds the PEM.
+    private_key_env: Option<String>,
+}
+
+fn default_algorithm() -> Algorithm {
+    Algorithm::ES256
 }
 
 impl Default for RawConfig {
@@ -46,6 +66,7 @@ impl Default for RawConfig {
             peer_certificate_filter_state_key: DEFAULT_PEER_CERT_FILTER_STATE_KEY.to_owned(),
             client_id: "kafka-identity".to_owned(),
             reauthenticate: true,
+            signing: None,
         }
     }
 }
@@ -77,6 +98,14 @@ fn field_error(field: &str, reason: impl fmt::Display) -> ConfigError {
 
 /// Parses and checks the plugin configuration. Empty input means all defaults.
 pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
+    parse_with_env(json, &|_| None)
+}
+
+/// As [`parse`], reading `signing.private_key_env` through `env`.
+pub fn parse_with_env(
+    json: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<FilterConfig, ConfigError> {
     let text = std::str::from_utf8(json).map_err(|e| field_error("configuration", e))?;
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
@@ -131,6 +160,12 @@ pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
             "must not be empty",
         ));
     }
+    let tokens = match raw.signing {
+        None => TokenIssuer::Unsecured {
+            lifetime_secs: raw.token_lifetime_seconds,
+        },
+        Some(signing) => signed_issuer(signing, raw.token_lifetime_seconds, env)?,
+    };
     let mapper = raw
         .identity
         .compile()
@@ -141,15 +176,57 @@ pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
         session: SessionSettings {
             on_no_identity: raw.on_no_identity,
             on_client_sasl: raw.on_client_sasl,
-            tokens: TokenIssuer::Unsecured {
-                lifetime_secs: raw.token_lifetime_seconds,
-            },
+            tokens,
             max_frame_bytes: raw.max_frame_bytes,
             client_id: raw.client_id,
             reauthenticate: raw.reauthenticate,
         },
         peer_certificate_filter_state_key: raw.peer_certificate_filter_state_key,
     })
+}
+
+fn signed_issuer(
+    signing: RawSigning,
+    lifetime_secs: u64,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TokenIssuer, ConfigError> {
+    for (field, value) in [
+        ("signing.key_id", &signing.key_id),
+        ("signing.issuer", &signing.issuer),
+        ("signing.audience", &signing.audience),
+    ] {
+        if value.is_empty() || value.chars().any(char::is_control) {
+            return Err(field_error(
+                field,
+                "must be non-empty without control characters",
+            ));
+        }
+    }
+    let pem = match (signing.private_key_pem, signing.private_key_env) {
+        (Some(pem), None) => pem,
+        (None, Some(name)) => env(&name).ok_or_else(|| {
+            field_error(
+                "signing.private_key_env",
+                format!("environment variable {name:?} is not set in the Wasm VM (vm_config.environment_variables)"),
+            )
+        })?,
+        _ => {
+            return Err(field_error(
+                "signing",
+                "set exactly one of private_key_pem and private_key_env",
+            ))
+        }
+    };
+    let issuer = SignedIssuer::new(
+        signing.algorithm,
+        &pem,
+        signing.key_id,
+        signing.issuer,
+        signing.audience,
+        lifetime_secs,
+    )
+    .map_err(|e| field_error("signing.private_key", e))?;
+    Ok(TokenIssuer::Signed(Box::new(issuer)))
 }
 
 #[cfg(test)]
@@ -168,12 +245,12 @@ mod tests {
             assert_eq!(c.session.on_no_identity, NoIdentityPolicy::Reject);
             assert_eq!(c.session.on_client_sasl, ClientSaslPolicy::Reject);
             assert_eq!(c.session.max_frame_bytes, 104_857_600);
-            assert_eq!(
+            assert!(matches!(
                 c.session.tokens,
                 TokenIssuer::Unsecured {
                     lifetime_secs: 3600
                 }
-            );
+            ));
             assert!(c.session.reauthenticate);
         }
     }

@@ -87,7 +87,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let config = match config::parse(&raw) {
+        let config = match config::parse_with_env(&raw, &wasi_env::var) {
             Ok(config) => config,
             Err(e) => {
                 error!("kafka-identity: configuration refused: {e}");
@@ -109,9 +109,10 @@ impl RootContext for Root {
         true
     }
 
-    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
         let configured = self.configured.clone()?;
-        let session = Session::new(&configured.config.session);
+        let mut session = Session::new(&configured.config.session);
+        session.set_token_nonce((now_ms() << 20) ^ u64::from(context_id));
         Some(Box::new(Connection {
             configured,
             session,
@@ -394,4 +395,44 @@ impl StreamContext for Connection {
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {}
+}
+
+/// Environment variables of the VM (`vm_config.environment_variables`). Envoy serves them
+/// through the WASI calls below to every module; `std::env` has none on
+/// wasm32-unknown-unknown, so the calls are declared here.
+mod wasi_env {
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        fn environ_sizes_get(count: *mut usize, buf_size: *mut usize) -> u16;
+        fn environ_get(environ: *mut *mut u8, environ_buf: *mut u8) -> u16;
+    }
+
+    /// Upper bounds that keep a misbehaving host from making us allocate without limit.
+    const MAX_VARS: usize = 4096;
+    const MAX_BYTES: usize = 1 << 20;
+
+    pub fn var(name: &str) -> Option<String> {
+        let (mut count, mut size) = (0usize, 0usize);
+        // SAFETY: the host writes two usizes into the locations we own.
+        if unsafe { environ_sizes_get(&mut count, &mut size) } != 0
+            || count > MAX_VARS
+            || size > MAX_BYTES
+        {
+            return None;
+        }
+        let mut pointers: Vec<*mut u8> = vec![std::ptr::null_mut(); count];
+        let mut buffer = vec![0u8; size];
+        // SAFETY: both buffers have exactly the sizes the host reported.
+        if unsafe { environ_get(pointers.as_mut_ptr(), buffer.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // Entries are NUL-terminated `KEY=VALUE` strings laid out in `buffer`.
+        buffer
+            .split(|b| *b == 0)
+            .filter_map(|entry| std::str::from_utf8(entry).ok())
+            .find_map(|entry| {
+                let (key, value) = entry.split_once('=')?;
+                (key == name).then(|| value.to_owned())
+            })
+    }
 }

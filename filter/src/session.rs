@@ -157,6 +157,8 @@ pub struct Session {
     reauth_at_ms: Option<u64>,
     reauth_in_flight: bool,
     authentications: u64,
+    /// Makes signed tokens' `jti` unique across connections.
+    token_nonce: u64,
 }
 
 impl Session {
@@ -184,7 +186,13 @@ impl Session {
             reauth_at_ms: None,
             reauth_in_flight: false,
             authentications: 0,
+            token_nonce: 0,
         }
+    }
+
+    /// A value that differs between connections (the host's connection id and time).
+    pub fn set_token_nonce(&mut self, nonce: u64) {
+        self.token_nonce = nonce;
     }
 
     /// Successful authentications so far, re-authentications included.
@@ -201,7 +209,12 @@ impl Session {
     ) -> Result<Vec<u8>, Refusal> {
         let token = settings
             .tokens
-            .issue(&self.principal, now_ms / 1000, self.authentications)
+            .issue(
+                &self.principal,
+                now_ms / 1000,
+                self.token_nonce,
+                self.authentications,
+            )
             .map_err(|e| {
                 Refusal::new(RefusalKind::AuthFailed, format!("cannot issue token: {e}"))
             })?;
