@@ -110,7 +110,7 @@ fn rs256_tokens_verify_and_short_keys_are_refused() {
         .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
         .unwrap()
         .to_string();
-    let json = signing_config("RS256", &format!(r#""private_key_env": "SIGNING_KEY""#));
+    let json = signing_config("RS256", r#""private_key_env": "SIGNING_KEY""#);
     let c = config::parse_with_env(json.as_bytes(), &|name| {
         (name == "SIGNING_KEY").then(|| pem.clone())
     })
