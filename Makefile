@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TOOLCHAIN ?= nightly-2026-10-29
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 
-.PHONY: help setup wasm lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
+.PHONY: help setup wasm cli lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -34,15 +34,20 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -j $(CARGO_JOBS) --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter -- -D warnings
-	shellcheck -x scripts/install-deps e2e/local/stack-up e2e/local/stack-down e2e/local/envoy-restart e2e/local/issue-cert e2e/local/smoke e2e/local/lib.sh .ci/run $(wildcard e2e/run e2e/demo)
+	shellcheck -x scripts/install-deps scripts/install-fuzz .ci/run e2e/run e2e/run-matrix e2e/demo \
+	  e2e/local/stack-up e2e/local/stack-down e2e/local/envoy-restart e2e/local/filter-update \
+	  e2e/local/issue-cert e2e/local/smoke e2e/local/lib.sh kafka-codec/tests/data/capture.sh
 
 unit:
 	$(CARGO) test -j $(CARGO_JOBS) --workspace
 
-e2e: wasm
+cli:
+	$(CARGO) build -j $(CARGO_JOBS) --release -p kafka-identity-cli
+
+e2e: wasm cli
 	e2e/run
 
-test: setup lint unit wasm e2e
+test: setup lint unit wasm cli e2e
 
 demo: setup wasm
 	e2e/demo

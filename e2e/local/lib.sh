@@ -57,6 +57,7 @@ ki_envoy_settings() {
   KI_ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
   KI_ENVOY_BIN="${KI_TOOLS}/envoy/${KI_ENVOY_VERSION}/envoy"
   KI_WASM="${KAFKA_IDENTITY_WASM:-${KI_REPO}/target/wasm32-unknown-unknown/release/kafka_identity_filter.wasm}"
+  KI_ECDS="${KAFKA_IDENTITY_ECDS:-0}"
   KI_FILTER_CONFIG="${KAFKA_IDENTITY_FILTER_CONFIG:-${KI_LOCAL}/filter-config.json}"
   KI_NO_FILTER="${KAFKA_IDENTITY_NO_FILTER:-0}"
   KI_ENVOY_LOG="${KI_ENVOY_DIR}/envoy.log"
@@ -145,6 +146,36 @@ ki_kafka_tool() {
 }
 
 # ---- Envoy -------------------------------------------------------------------
+# ki_wasm_typed_config CONFIG.json: the Wasm filter's typed_config as one line of JSON (which
+# is YAML). KAFKA_IDENTITY_VM_ENV_FILES="NAME=FILE ..." hands the VM environment variables
+# (vm_config.environment_variables) whose values are the files' contents, e.g. a signing key.
+ki_wasm_typed_config() {
+  "${KI_PYTHON}" - "${KI_WASM}" "$1" "${KAFKA_IDENTITY_VM_ENV_FILES:-}" <<'PY' || ki_die "cannot build the wasm filter config from $1"
+import json, sys
+wasm, config, env = sys.argv[1], sys.argv[2], sys.argv[3]
+vm = {"vm_id": "kafka_identity", "runtime": "envoy.wasm.runtime.v8",
+      "code": {"local": {"filename": wasm}}}
+pairs = [item.split("=", 1) for item in env.split()]
+if pairs:
+    vm["environment_variables"] = {"key_values": {name: open(path).read() for name, path in pairs}}
+print(json.dumps({
+    "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+    "config": {"name": "kafka_identity", "root_id": "kafka_identity", "vm_config": vm,
+               "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                 "value": json.dumps(json.load(open(config)), separators=(",", ":"))}}}))
+PY
+}
+
+# ki_envoy_write_ecds CONFIG.json: (re)writes the extension config Envoy watches, atomically
+# (Envoy reloads a path config source when a file is moved over it).
+ki_envoy_write_ecds() {
+  local typed tmp="${KI_ENVOY_DIR}/.kafka-identity-ecds.json.tmp"
+  typed="$(ki_wasm_typed_config "$1")"
+  printf '{"resources": [{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", "name": "kafka_identity", "typed_config": %s}]}\n' \
+    "${typed}" >"${tmp}"
+  mv -f "${tmp}" "${KI_ENVOY_DIR}/kafka-identity-ecds.json"
+}
+
 ki_envoy_write_config() {
   ki_envoy_settings
   mkdir -p "${KI_ENVOY_DIR}"
@@ -153,9 +184,7 @@ ki_envoy_write_config() {
   if [[ "${KI_NO_FILTER}" != "1" ]]; then
     [[ -f "${KI_WASM}" ]] || ki_die "wasm filter not found: ${KI_WASM} (build it, set KAFKA_IDENTITY_WASM, or set KAFKA_IDENTITY_NO_FILTER=1)"
     [[ -f "${KI_FILTER_CONFIG}" ]] || ki_die "filter config not found: ${KI_FILTER_CONFIG}"
-    local cfg_json
-    # The JSON filter config becomes a JSON string literal, which is valid YAML.
-    cfg_json="$("${KI_PYTHON}" -c 'import json,sys; print(json.dumps(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":"))))' "${KI_FILTER_CONFIG}")" \
+    "${KI_PYTHON}" -c 'import json,sys; json.load(open(sys.argv[1]))' "${KI_FILTER_CONFIG}" 2>/dev/null \
       || ki_die "filter config ${KI_FILTER_CONFIG} is not valid JSON"
     # 1.38 has no connection.peer_certificate property: hand the PEM over via filter state.
     # KAFKA_IDENTITY_PEER_CERT_FILTER_STATE: auto (default: 1.38.x only), 1 (always), 0 (never).
@@ -173,22 +202,22 @@ ki_envoy_write_config() {
               text_format_source:
                 inline_string: \"%DOWNSTREAM_PEER_CERT%\""
     fi
-    filters+="
+    if [[ "${KI_ECDS}" == "1" ]]; then
+      # Delivered like Istio's WasmPlugin: by extension config discovery (here from a file),
+      # so e2e/local/filter-update can change it without touching open connections.
+      ki_envoy_write_ecds "${KI_FILTER_CONFIG}"
+      filters+="
+      - name: kafka_identity
+        config_discovery:
+          config_source:
+            path_config_source: { path: \"${KI_ENVOY_DIR}/kafka-identity-ecds.json\" }
+            resource_api_version: V3
+          type_urls: [\"type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm\"]"
+    else
+      filters+="
       - name: envoy.filters.network.wasm
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
-          config:
-            name: kafka_identity
-            root_id: kafka_identity
-            vm_config:
-              vm_id: kafka_identity
-              runtime: envoy.wasm.runtime.v8
-              code:
-                local:
-                  filename: \"${KI_WASM}\"
-            configuration:
-              \"@type\": type.googleapis.com/google.protobuf.StringValue
-              value: ${cfg_json}"
+        typed_config: $(ki_wasm_typed_config "${KI_FILTER_CONFIG}")"
+    fi
   fi
   if [[ "${KI_BENCH}" == "1" ]]; then
     # Benchmark baseline: same TLS settings and certificates, no filter, broker PLAINTEXT listener.
@@ -230,6 +259,7 @@ ki_envoy_write_config() {
 # generated by e2e/local (ENVOY_VERSION=${KI_ENVOY_VERSION}, KAFKA_IDENTITY_NO_FILTER=${KI_NO_FILTER})
 # Shaped like an Istio inbound sidecar listener: mTLS (client cert required) terminated
 # here, then [kafka_identity wasm filter] + tcp_proxy to the broker's MESH listener.
+node: { id: kafka-identity-e2e, cluster: e2e }
 admin:
   address:
     socket_address: { address: ${KI_HOST}, port_value: ${KI_ENVOY_ADMIN_PORT} }

@@ -222,10 +222,11 @@ impl Connection {
 
     fn describe(&self) -> String {
         format!(
-            "source={} identity={} principal={}",
+            "source={} identity={} principal={} token={}",
             self.source.as_deref().unwrap_or("-"),
             self.identity.as_deref().unwrap_or("-"),
             self.principal.as_deref().unwrap_or("-"),
+            self.configured.config.session.tokens.describe(),
         )
     }
 

@@ -63,6 +63,14 @@ impl TokenIssuer {
         }
     }
 
+    /// For logs: `unsecured`, or the algorithm and key id, e.g. `ES256:2026-11`.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenIssuer::Unsecured { .. } => "unsecured".to_owned(),
+            TokenIssuer::Signed(signed) => format!("{:?}:{}", signed.algorithm, signed.key_id),
+        }
+    }
+
     pub fn lifetime_secs(&self) -> u64 {
         match self {
             TokenIssuer::Unsecured { lifetime_secs } => *lifetime_secs,
