@@ -1,0 +1,156 @@
+"""A second local stack for tests that need a differently configured broker (signed tokens,
+connections.max.reauth.ms): own state folder and ports, started with e2e/local/stack-up and
+stopped with e2e/local/stack-down, beside the main stack the suite runs against."""
+
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = REPO / "e2e" / "local"
+CLI = Path(os.environ.get("KAFKA_IDENTITY_CLI", REPO / "target" / "release" / "kafka-identity"))
+PYTHON = REPO / ".tools" / "venv" / "bin" / "python"
+
+
+def read_env(path):
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            env[key] = value
+    return env
+
+
+class SideStack:
+    """Ports are the main stack's + `offset`."""
+
+    def __init__(self, name, offset, extra_env):
+        self.state = REPO / "e2e" / ".state" / name
+        ports = {"MESH": 19092, "CONTROLLER": 19093, "DIRECT": 19094, "PLAINTEXT": 19095,
+                 "ENVOY": 19443, "ENVOY_ADMIN": 19901}
+        self.env = dict(os.environ)
+        self.env["KAFKA_IDENTITY_STATE"] = str(self.state)
+        for key, port in ports.items():
+            self.env[f"KAFKA_IDENTITY_{key}_PORT"] = str(port + offset)
+        self.env.update(extra_env)
+        self.stack = {}
+
+    def up(self):
+        run = subprocess.run([str(LOCAL / "stack-up")], env=self.env, capture_output=True, text=True, timeout=300)
+        if run.returncode != 0:
+            raise RuntimeError(f"side stack-up failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        self.stack = read_env(self.state / "stack.env")
+        return self
+
+    def down(self):
+        subprocess.run([str(LOCAL / "stack-down")], env=self.env, capture_output=True, timeout=120)
+
+    def filter_update(self, config, vm_env_files=None):
+        env = dict(self.env)
+        if vm_env_files is not None:
+            env["KAFKA_IDENTITY_VM_ENV_FILES"] = vm_env_files
+        run = subprocess.run([str(LOCAL / "filter-update"), str(config)], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+
+    def counter(self, name):
+        import urllib.request
+        url = f"http://{self.stack['KAFKA_IDENTITY_ENVOY_ADMIN']}/stats?filter=wasmcustom.kafka_identity.{name}$"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(f"wasmcustom.kafka_identity.{name}:"):
+                    return int(line.split(":")[1])
+        return 0
+
+    def client_conf(self, sa):
+        certs = self.stack["KAFKA_IDENTITY_CERTS"]
+        return {"bootstrap.servers": self.stack["KAFKA_IDENTITY_BOOTSTRAP"], "security.protocol": "SSL",
+                "ssl.ca.location": self.stack["KAFKA_IDENTITY_CA"],
+                "ssl.certificate.location": f"{certs}/apps.{sa}.crt",
+                "ssl.key.location": f"{certs}/apps.{sa}.key"}
+
+
+class LinkLog(logging.Handler):
+    """Collects librdkafka's log lines about dropped connections."""
+
+    def __init__(self):
+        super().__init__()
+        self.disconnects = []
+
+    def emit(self, record):
+        text = record.getMessage()
+        if "Disconnected" in text or "Connection reset" in text:
+            self.disconnects.append(text)
+
+
+def wait_for_text(path, text, timeout=30.0):
+    """Envoy flushes its log file every few seconds: poll, bounded."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in Path(path).read_text(errors="replace"):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def produce_and_consume(stack, seconds, during=None):
+    """One producer and one consumer (group orders-readers), each on its long-lived
+    connection, for `seconds`; `during()` runs once midway. Returns a report of what was
+    sent, delivered and read back, and every disconnect librdkafka logged."""
+    from confluent_kafka import Consumer, Producer
+
+    run = uuid.uuid4().hex[:10]
+    log = LinkLog()
+    logger = logging.getLogger(f"rdkafka-{run}")
+    logger.addHandler(log)
+    logger.setLevel(logging.DEBUG)
+    errors = []
+    producer = Producer(dict(stack.client_conf("producer"), acks="all", logger=logger,
+                             error_cb=lambda e: errors.append(str(e))))
+    consumer = Consumer(dict(stack.client_conf("consumer"), logger=logger,
+                             error_cb=lambda e: errors.append(str(e)),
+                             **{"group.id": "orders-readers", "auto.offset.reset": "latest",
+                                "enable.auto.commit": False}))
+    consumer.subscribe(["orders"])
+    deadline = time.time() + 30
+    while not consumer.assignment() and time.time() < deadline:
+        consumer.poll(0.5)
+    assert consumer.assignment(), "consumer got no partitions within 30 s"
+    consumed, stop = [], threading.Event()
+
+    def consume():
+        while not stop.is_set():
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error() and msg.value().decode().startswith(run):
+                consumed.append(msg.value().decode())
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    sent, delivered = [], []
+    start = time.time()
+    did_during = during is None
+    i = 0
+    while time.time() - start < seconds:
+        value = f"{run}-{i}"
+        sent.append(value)
+        producer.produce("orders", value.encode(), on_delivery=lambda err, msg: delivered.append(err is None))
+        producer.poll(0)
+        i += 1
+        if not did_during and time.time() - start > seconds / 3:
+            during()
+            did_during = True
+        time.sleep(0.1)
+    producer.flush(30)
+    deadline = time.time() + 20
+    while len(consumed) < len(sent) and time.time() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    reader.join()
+    consumer.close()
+    return {"sent": sent, "delivered": sum(delivered), "consumed": consumed,
+            "disconnects": log.disconnects, "errors": errors}

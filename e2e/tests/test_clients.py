@@ -1,0 +1,204 @@
+"""apps/producer may write `orders` but not read it; apps/consumer may read `orders` (group
+orders-readers) but not write it: each with kcat, Kafka's Java console tools and confluent-kafka,
+all speaking plain TLS (security.protocol=SSL) to Envoy with their workload certificate."""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
+
+from conftest import SPIFFE, WAIT, authz, read_all
+
+CLIENTS = ["kcat", "java", "python"]
+GROUP_CONSUMER_SETTINGS = {"session.timeout.ms": "10000", "auto.offset.reset": "earliest"}
+
+
+# ---- producing / consuming with each client ----------------------------------------------------
+def produce(stack, client, who, value, topic):
+    """Produces one message; returns (ok, client output / error text)."""
+    if client == "kcat":
+        r = stack.kcat(who, "-P", "-t", topic, "-X", "acks=all", "-X", "message.timeout.ms=20000",
+                       stdin=value + "\n")
+        out = r.stdout + r.stderr
+        return r.returncode == 0 and "fail" not in out.lower() and "error" not in out.lower(), out
+    if client == "java":
+        r = stack.java_tool("org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", stack.bootstrap,
+                            "--topic", topic, "--command-config", stack.java_client_config(who),
+                            "--command-property", "acks=all",
+                            # without idempotence, a denied produce fails on the topic (Write) and not
+                            # on InitProducerId (IdempotentWrite on the cluster)
+                            "--command-property", "enable.idempotence=false",
+                            "--command-property", "delivery.timeout.ms=20000",
+                            "--command-property", "request.timeout.ms=15000",
+                            stdin=value + "\n")
+        out = r.stdout + r.stderr
+        return r.returncode == 0 and "Exception" not in out and "ERROR" not in out, out
+    if client == "python":
+        results = []
+        p = Producer(stack.rdkafka_ssl(who, **{"acks": "all", "message.timeout.ms": 20000}))
+        p.produce(topic, value=value.encode(), on_delivery=lambda err, msg: results.append(err))
+        left = p.flush(WAIT)
+        if left or not results:
+            return False, f"not delivered within {WAIT} s"
+        err = results[0]
+        return err is None, "" if err is None else f"{err.name()}: {err.str()}"
+    raise ValueError(client)
+
+
+def consume_group(stack, client, who, topic, group, needle):
+    """Consumes `topic` in `group` until `needle` is seen; returns (seen, output)."""
+    if client == "kcat":
+        r = stack.kcat(who, "-C", "-G", group, topic, "-e", "-q", "-X", "auto.offset.reset=earliest",
+                       "-X", "session.timeout.ms=10000")
+        out = r.stdout + r.stderr
+        return needle in r.stdout.splitlines(), out
+    if client == "java":
+        r = stack.java_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
+                            stack.bootstrap, "--topic", topic, "--group", group,
+                            "--command-config", stack.java_client_config(who),
+                            "--command-property", "auto.offset.reset=earliest",
+                            "--command-property", "session.timeout.ms=10000",
+                            "--timeout-ms", "8000")
+        out = r.stdout + r.stderr
+        return needle in r.stdout.splitlines(), out
+    if client == "python":
+        c = Consumer(stack.rdkafka_ssl(who, **{"group.id": group, "enable.auto.commit": False,
+                                                **GROUP_CONSUMER_SETTINGS}))
+        seen, errors = False, []
+        try:
+            c.subscribe([topic])
+            deadline = time.monotonic() + WAIT
+            while not seen and time.monotonic() < deadline:
+                for m in c.consume(num_messages=100, timeout=0.5):
+                    if m.error():
+                        errors.append(f"{m.error().name()}: {m.error().str()}")
+                        if m.error().fatal() or m.error().code() in (
+                                KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED):
+                            deadline = 0
+                        continue
+                    if m.value() == needle.encode():
+                        seen = True
+            if seen:
+                c.commit(asynchronous=False)
+        finally:
+            c.close()
+        return seen, "\n".join(errors)
+    raise ValueError(client)
+
+
+def read_without_group(stack, client, who, topic):
+    """Tries to fetch partition 0 of `topic` from the beginning without a consumer group
+    (so only the topic's Read ACL matters); returns the client output / error text."""
+    if client == "kcat":
+        return _kcat_bounded(stack, who, topic)
+    if client == "java":
+        r = stack.java_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
+                            stack.bootstrap, "--topic", topic, "--partition", "0", "--offset", "earliest",
+                            "--command-config", stack.java_client_config(who), "--timeout-ms", "8000",
+                            "--max-messages", "1")
+        return r.stdout + r.stderr
+    if client == "python":
+        c = Consumer(stack.rdkafka_ssl(who, **{"group.id": "unused-assign-only", "enable.auto.commit": False}))
+        errors, got = [], 0
+        try:
+            c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+            deadline = time.monotonic() + 15
+            # librdkafka also looks up the group coordinator (GROUP_AUTHORIZATION_FAILED for the
+            # producer, which has no group ACL): keep fetching until the topic's verdict arrives
+            while time.monotonic() < deadline and not any("TOPIC_AUTH" in e for e in errors):
+                for m in c.consume(num_messages=10, timeout=0.5):
+                    if m.error():
+                        errors.append(f"{m.error().name()}: {m.error().str()}")
+                    else:
+                        got += 1
+        finally:
+            c.close()
+        return "\n".join(errors) + f"\n(messages read: {got})"
+    raise ValueError(client)
+
+
+def _kcat_bounded(stack, who, topic):
+    import subprocess
+    try:
+        r = stack.kcat(who, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-c", "1", timeout=15)
+        return r.stdout + r.stderr
+    except subprocess.TimeoutExpired as exc:  # kcat keeps retrying a partition it may not fetch
+        out = (exc.stdout or b"") + (exc.stderr or b"")
+        return out.decode(errors="replace") if isinstance(out, bytes) else out
+
+
+def admin_markers(stack, topic, run_id):
+    """Writes one marker per partition as User:admin over DIRECT; returns the marker values."""
+    p = Producer(stack.rdkafka_admin_direct(**{"acks": "all"}))
+    markers = []
+    for part in range(3):
+        v = f"{run_id}-marker-{part}"
+        p.produce(topic, value=v.encode(), partition=part)
+        markers.append(v.encode())
+    assert p.flush(WAIT) == 0, "admin could not write markers over DIRECT"
+    return markers
+
+
+def topic_values(stack, topic, until):
+    """Values in `topic` (read as admin over DIRECT) until all `until` values are seen."""
+    got, errors = read_all(stack.rdkafka_admin_direct(), topic,
+                           want=lambda g: set(until) <= {v for _, v in g})
+    assert not errors, errors
+    values = [v for _, v in got]
+    assert set(until) <= set(values), f"admin did not read back {until} within {WAIT} s"
+    return values
+
+
+# ---- tests -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("client", CLIENTS)
+def test_producer_may_write_orders_but_not_read_it(stack, client, run_id, authorizer_log, envoy_log):
+    who, topic = "producer", stack.topic
+    before = stack.counters()
+    value = f"{run_id}-{client}-from-producer"
+
+    ok, out = produce(stack, client, who, value, topic)
+    assert ok, f"{client} as {who} could not produce: {out}"
+    # the broker stored it: the admin reads it back over DIRECT (bypassing Envoy)
+    assert value.encode() in topic_values(stack, topic, until=admin_markers(stack, topic, run_id) + [value.encode()])
+    # ... and authorized it for the producer's SPIFFE principal
+    assert authorizer_log.wait_for(*authz(SPIFFE[who], "Allowed", "WRITE", f"Topic:LITERAL:{topic}")), \
+        "no 'Allowed WRITE' line for the producer's principal in the authorizer log"
+    assert envoy_log.wait_for(f"identity={SPIFFE[who]} principal={SPIFFE[who]} outcome=authenticated")
+    assert stack.counters()["authenticated"] > before["authenticated"]
+
+    # reading is denied by the broker, with Kafka's authorization error at the client
+    out = read_without_group(stack, client, who, topic)
+    assert ("Topic authorization failed" in out or "TOPIC_AUTHORIZATION_FAILED" in out
+            or "TopicAuthorizationException" in out), f"{client}: read was not denied:\n{out[-2000:]}"
+    assert value not in out
+    denied = authorizer_log.wait_for(*authz(SPIFFE[who], "Denied", "READ", f"Topic:LITERAL:{topic}"))
+    assert denied, "no 'Denied READ' line for the producer's principal in the authorizer log"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_consumer_may_read_orders_but_not_write_it(stack, client, run_id, authorizer_log, envoy_log):
+    who, topic, group = "consumer", stack.topic, stack.group
+    before = stack.counters()
+    value = f"{run_id}-{client}-for-consumer"
+    p = Producer(stack.rdkafka_admin_direct(**{"acks": "all"}))
+    p.produce(topic, value=value.encode())
+    assert p.flush(WAIT) == 0
+
+    seen, out = consume_group(stack, client, who, topic, group, value)
+    assert seen, f"{client} as {who} did not read {value} in group {group}:\n{out[-2000:]}"
+    assert authorizer_log.wait_for(*authz(SPIFFE[who], "Allowed", "READ", f"Topic:LITERAL:{topic}"))
+    assert authorizer_log.wait_for(*authz(SPIFFE[who], "Allowed", "READ", f"Group:LITERAL:{group}"))
+    assert envoy_log.wait_for(f"identity={SPIFFE[who]} principal={SPIFFE[who]} outcome=authenticated")
+    assert stack.counters()["authenticated"] > before["authenticated"]
+
+    # writing is denied by the broker
+    denied_value = f"{run_id}-{client}-written-by-consumer"
+    ok, out = produce(stack, client, who, denied_value, topic)
+    assert not ok, f"{client}: the consumer's produce succeeded:\n{out}"
+    assert ("Topic authorization failed" in out or "TOPIC_AUTHORIZATION_FAILED" in out
+            or "TopicAuthorizationException" in out), f"{client}: unexpected error:\n{out[-2000:]}"
+    assert authorizer_log.wait_for(*authz(SPIFFE[who], "Denied", "WRITE", f"Topic:LITERAL:{topic}")), \
+        "no 'Denied WRITE' line for the consumer's principal in the authorizer log"
+    # and nothing was stored
+    values = topic_values(stack, topic, until=admin_markers(stack, topic, run_id))
+    assert denied_value.encode() not in values
