@@ -67,8 +67,13 @@ pub fn responses(data: &[u8]) {
         .map(|(corr, _)| *corr)
         .collect();
     let mut scanner = ResponseScanner::new(config);
-    for id in &hide {
-        scanner.hide(*id);
+    // Hide by correlation id, or by position (as the filter does) depending on the seed.
+    for (index, id) in hide.iter().enumerate() {
+        if seed & 0x10 == 0 {
+            scanner.hide(*id);
+        } else {
+            scanner.hide_at(index as u64, *id);
+        }
     }
     let mut out = Vec::new();
     let mut hidden = Vec::new();
