@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TOOLCHAIN ?= nightly-2026-10-29
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 
-.PHONY: help setup wasm cli lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
+.PHONY: help setup wasm cli bench lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -22,6 +22,7 @@ help:
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
 	@echo "make bench-codec criterion benchmark of the request scanner"
+	@echo "make bench       filter cost vs the same path without it; writes docs/benchmarks.md (~12 min)"
 
 setup:
 	scripts/install-deps
@@ -36,7 +37,8 @@ lint:
 	$(CARGO) clippy -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter -- -D warnings
 	shellcheck -x scripts/install-deps scripts/install-fuzz .ci/run e2e/run e2e/run-matrix e2e/demo \
 	  e2e/local/stack-up e2e/local/stack-down e2e/local/envoy-restart e2e/local/filter-update \
-	  e2e/local/issue-cert e2e/local/smoke e2e/local/lib.sh kafka-codec/tests/data/capture.sh
+	  e2e/local/issue-cert e2e/local/smoke e2e/local/lib.sh kafka-codec/tests/data/capture.sh \
+	  bench/run bench/install
 
 unit:
 	$(CARGO) test -j $(CARGO_JOBS) --workspace
@@ -68,6 +70,9 @@ fuzz:
 	  cargo +$(FUZZ_TOOLCHAIN) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048; done
 	cd identity/fuzz && for t in $$(cargo +$(FUZZ_TOOLCHAIN) fuzz list); do \
 	  cargo +$(FUZZ_TOOLCHAIN) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048; done
+
+bench: setup wasm
+	bench/run
 
 bench-codec:
 	$(CARGO) bench -j $(CARGO_JOBS) -p kafka-codec --bench request_scanner
