@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TOOLCHAIN ?= nightly-2026-10-29
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 
-.PHONY: help setup wasm cli bench lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
+.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -20,6 +20,9 @@ help:
 	@echo "make stack-up    start Kafka + Envoy + filter on loopback (writes e2e/.state/stack.env)"
 	@echo "make stack-down  stop what stack-up started"
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
+	@echo "make oci         OCI image of the .wasm for Istio's WasmPlugin; prints the sha256 to use"
+	@echo "make deploy-check validate every Istio/Kafka manifest offline and check the OCI image"
+	@echo "make e2e-kind    kind + Istio end to end (needs a Docker engine)"
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
 	@echo "make bench-codec criterion benchmark of the request scanner"
 	@echo "make bench       filter cost vs the same path without it; writes docs/benchmarks.md (~12 min)"
@@ -38,7 +41,7 @@ lint:
 	shellcheck -x scripts/install-deps scripts/install-fuzz .ci/run e2e/run e2e/run-matrix e2e/demo \
 	  e2e/local/stack-up e2e/local/stack-down e2e/local/envoy-restart e2e/local/filter-update \
 	  e2e/local/issue-cert e2e/local/smoke e2e/local/lib.sh kafka-codec/tests/data/capture.sh \
-	  bench/run bench/install
+	  bench/run bench/install scripts/install-deploy-tools scripts/validate-manifests
 
 unit:
 	$(CARGO) test -j $(CARGO_JOBS) --workspace
@@ -49,7 +52,7 @@ cli:
 e2e: wasm cli
 	e2e/run
 
-test: setup lint unit wasm cli e2e
+test: setup lint unit wasm cli e2e deploy-check
 
 demo: setup wasm
 	e2e/demo
@@ -70,6 +73,19 @@ fuzz:
 	  cargo +$(FUZZ_TOOLCHAIN) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048; done
 	cd identity/fuzz && for t in $$(cargo +$(FUZZ_TOOLCHAIN) fuzz list); do \
 	  cargo +$(FUZZ_TOOLCHAIN) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048; done
+
+oci: wasm
+	scripts/oci-image
+
+# Offline: istioctl (from the Go module proxy), kubeconform with Kubernetes and Istio
+# schemas, envoy --mode validate on the patches, shellcheck; then the OCI image test.
+deploy-check: wasm
+	scripts/install-deploy-tools
+	scripts/validate-manifests --no-install
+	.tools/venv/bin/python -m pytest -q -p no:cacheprovider deploy/tests
+
+e2e-kind: wasm
+	e2e/kind/run
 
 bench: setup wasm
 	bench/run
