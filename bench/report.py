@@ -8,6 +8,8 @@ import json
 import statistics
 from pathlib import Path
 
+from harness import pct  # one percentile definition for measuring and reporting
+
 SIZES = [100, 1024, 102400]
 SIZE_LABEL = {100: "100 B", 1024: "1 KiB", 102400: "100 KiB"}
 PATH_LABEL = {"a": "(a) Envoy TLS, no filter", "b": "(b) Envoy TLS + filter", "c": "(c) direct (SASL, no TLS)"}
@@ -25,16 +27,6 @@ HOST_BYTES = [
 
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
-
-
-def pct(xs, q):
-    ys = sorted(xs)
-    if not ys:
-        return float("nan")
-    k = (len(ys) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ys) - 1)
-    return ys[lo] + (ys[hi] - ys[lo]) * (k - lo)
 
 
 def mmm(xs, fmt="{:.2f}"):
