@@ -163,7 +163,7 @@ def test_producer_may_write_orders_but_not_read_it(stack, client, run_id, author
     # ... and authorized it for the producer's SPIFFE principal
     assert authorizer_log.wait_for(*authz(SPIFFE[who], "Allowed", "WRITE", f"Topic:LITERAL:{topic}")), \
         "no 'Allowed WRITE' line for the producer's principal in the authorizer log"
-    assert envoy_log.wait_for(f"identity={SPIFFE[who]} principal={SPIFFE[who]} outcome=authenticated")
+    assert envoy_log.wait_for(f"identity={SPIFFE[who]} principal={SPIFFE[who]} token=unsecured outcome=authenticated")
     assert stack.counters()["authenticated"] > before["authenticated"]
 
     # reading is denied by the broker, with Kafka's authorization error at the client
@@ -188,7 +188,7 @@ def test_consumer_may_read_orders_but_not_write_it(stack, client, run_id, author
     assert seen, f"{client} as {who} did not read {value} in group {group}:\n{out[-2000:]}"
     assert authorizer_log.wait_for(*authz(SPIFFE[who], "Allowed", "READ", f"Topic:LITERAL:{topic}"))
     assert authorizer_log.wait_for(*authz(SPIFFE[who], "Allowed", "READ", f"Group:LITERAL:{group}"))
-    assert envoy_log.wait_for(f"identity={SPIFFE[who]} principal={SPIFFE[who]} outcome=authenticated")
+    assert envoy_log.wait_for(f"identity={SPIFFE[who]} principal={SPIFFE[who]} token=unsecured outcome=authenticated")
     assert stack.counters()["authenticated"] > before["authenticated"]
 
     # writing is denied by the broker
