@@ -37,5 +37,6 @@ pub mod api_key {
 
 /// Helpers for fuzz targets; public so `cargo test` can replay the fuzz corpus with the
 /// very same code the fuzzers run.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
