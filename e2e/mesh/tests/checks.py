@@ -75,6 +75,20 @@ class LogMark:
             time.sleep(0.3)
 
 
+def wait_any(marks, *needles, timeout=20):
+    """The first of several logs (e.g. every broker's authorizer log) that shows a line with
+    all `needles`, polling them together; [] after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for mark in marks:
+            found = [ln for ln in mark.lines() if all(n in ln for n in needles)]
+            if found:
+                return found
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.3)
+
+
 def authz(principal, verdict, operation, resource):
     return (f"Principal = User:{principal} is {verdict} operation = {operation} ",
             f"on resource = {resource} ")

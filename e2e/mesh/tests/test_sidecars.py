@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from checks import (OUR_FILTER, PEER_CERT_FILTER, LogMark, authz, ecds_filters, inbound_chains,
-                    prometheus_counter, rejected_updates, wait_until)
+                    prometheus_counter, rejected_updates, wait_any, wait_until)
 from conftest import CONSUMER, GROUP, PRODUCER, TOPIC
 from meshlib.mesh import REPO
 from meshlib.topology import CLIENT_PORT, CONTROLLER_PORT, INTERNAL_PORT
@@ -31,6 +31,19 @@ def overlay_dir(mesh, delivery):
             mesh.oci_digest = mesh.push_wasm_image()
         return mesh.oci_overlay(mesh.oci_digest)
     return REPO / "deploy" / "istio" / "overlays" / delivery
+
+
+class Checks:
+    """The assertions a pass made, each with the seconds it took."""
+
+    def __init__(self, into):
+        self.into = into
+        self.t = time.monotonic()
+
+    def append(self, text):
+        now = time.monotonic()
+        self.into.append(f"{text} [{now - self.t:.1f} s]")
+        self.t = now
 
 
 def our_chain_ok(filters):
@@ -59,7 +72,7 @@ def deliver(mesh, proxy, delivery):
 def test_delivery(mesh, proxy, delivery):
     envoy, istio = PROXIES[proxy]
     record = RESULTS.setdefault((proxy, delivery), {"checks": []})
-    passed = record["checks"]
+    passed = Checks(record["checks"])
     istiod_mark = LogMark(mesh.istiod.proc.log)
     deliver(mesh, proxy, delivery)
     before = {b.pod.name: prometheus_counter(mesh.sidecars[b.pod.name], "kafka_identity_authenticated") or 0
@@ -111,7 +124,7 @@ def test_delivery(mesh, proxy, delivery):
     got = mesh.kclient("consumer", "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", f"{run}-kcat",
                        "--want", str(3 * per_partition), "--timeout", "60")
     assert got["consumed"] == 3 * per_partition and got["partitions"] == [0, 1, 2], got
-    assert any(marks[b].wait_for(*authz(CONSUMER, "Allowed", "READ", f"Group:LITERAL:{GROUP}")) for b in marks)
+    assert wait_any(marks.values(), *authz(CONSUMER, "Allowed", "READ", f"Group:LITERAL:{GROUP}"))
     passed.append(f"consumer read all {3 * per_partition} records from the 3 partitions in group {GROUP}")
     group = mesh.admin({"op": "describe_group", "group": GROUP})[0]
     assert any(leader != group["coordinator"] for leader in leaders.values()), (group, leaders)
@@ -120,14 +133,14 @@ def test_delivery(mesh, proxy, delivery):
     denied = mesh.kclient("consumer", "produce", BOOTSTRAP, TOPIC, "--count", "1", "--prefix", f"{run}-x",
                           "--timeout", "20")
     assert denied["delivered"] == 0 and "TOPIC_AUTHORIZATION_FAILED" in denied["errors"], denied
-    assert any(m.wait_for(*authz(CONSUMER, "Denied", "WRITE", f"Topic:LITERAL:{TOPIC}")) for m in marks.values())
+    assert wait_any(marks.values(), *authz(CONSUMER, "Denied", "WRITE", f"Topic:LITERAL:{TOPIC}"))
     passed.append(f"consumer may not write: TOPIC_AUTHORIZATION_FAILED, authorizer denied WRITE for User:{CONSUMER}")
     denied = mesh.kclient("producer", "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", run,
                           "--want", "1", "--timeout", "20")
     assert denied["consumed"] == 0 and ({"GROUP_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED"}
                                         & set(denied["errors"])), denied
     # Its consumer is stopped at FindCoordinator: no Describe on the group, let alone Read.
-    assert any(m.wait_for(*authz(PRODUCER, "Denied", "DESCRIBE", f"Group:LITERAL:{GROUP}")) for m in marks.values())
+    assert wait_any(marks.values(), *authz(PRODUCER, "Denied", "DESCRIBE", f"Group:LITERAL:{GROUP}"))
     passed.append(f"producer may not read: {'/'.join(denied['errors'])}, authorizer denied the group to User:{PRODUCER}")
 
     # Java client, as shipped (console tools), PLAINTEXT to the Service.
@@ -142,7 +155,7 @@ def test_delivery(mesh, proxy, delivery):
                                f"-Dlog4j2.configurationFile={REPO}/e2e/local/tools-log4j2.xml",
                                "-cp", mesh.kafka_classpath, "org.apache.kafka.tools.consumer.ConsoleConsumer",
                                "--bootstrap-server", BOOTSTRAP, "--topic", TOPIC, "--group", GROUP,
-                               "--timeout-ms", "40000", "--max-messages", "200"], timeout=120, check=False)
+                               "--timeout-ms", "60000", "--max-messages", str(len(lines))], timeout=120, check=False)
     seen = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{run}-java-")]
     assert sorted(seen) == sorted(lines), f"Java consumer read {seen}; stderr: {r.stderr[-1500:]}"
     passed.append("Java client (console producer/consumer 4.4.0) wrote and read back through the mesh")
