@@ -100,9 +100,11 @@ impl ChunkEdits {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
-    /// Reading size + correlation id; `held` bytes of it came from earlier chunks and were
-    /// removed from them; `chunk_start` is where this chunk's part of the prefix begins.
+    /// Reading size + correlation id. Of the bytes that came in earlier chunks, the first
+    /// `passed` went on to the client (no hide was registered yet) and the next `held` were
+    /// removed and are kept back; `chunk_start` is where this chunk's part begins.
     Prefix {
+        passed: usize,
         held: usize,
         chunk_start: usize,
     },
@@ -139,8 +141,6 @@ pub struct ResponseScanner {
     edits: ChunkEdits,
     ready: Option<HiddenResponse>,
     failed: Option<FrameError>,
-    /// Part of the current prefix went on to the client before a hide was registered.
-    prefix_leaked: bool,
 }
 
 impl ResponseScanner {
@@ -150,6 +150,7 @@ impl ResponseScanner {
             hide: VecDeque::new(),
             frames: 0,
             state: State::Prefix {
+                passed: 0,
                 held: 0,
                 chunk_start: 0,
             },
@@ -161,7 +162,6 @@ impl ResponseScanner {
             edits: ChunkEdits::default(),
             ready: None,
             failed: None,
-            prefix_leaked: false,
         }
     }
 
@@ -203,10 +203,10 @@ impl ResponseScanner {
         self.pos = 0;
         self.outstanding_read = None;
         self.edits = ChunkEdits::default();
-        if let State::Prefix { held, .. } = self.state {
-            self.prefix_leaked = self.acc.len() > held;
+        if let State::Prefix { passed, held, .. } = self.state {
             // The prefix (if any) continues at the start of the new chunk.
             self.state = State::Prefix {
+                passed,
                 held,
                 chunk_start: 0,
             };
@@ -270,22 +270,29 @@ impl ResponseScanner {
 
     /// How to rewrite the chunk just scanned; call after [`ResponseStep::ChunkDone`].
     pub fn finish_chunk(&mut self) -> ChunkEdits {
-        if let State::Prefix { held, chunk_start } = self.state {
-            let partial = self.acc.len() > 0;
-            if partial && !self.hide.is_empty() {
-                // The frame may be one to hide: keep its first bytes back until its
-                // correlation id is known.
+        if let State::Prefix {
+            passed,
+            held,
+            chunk_start,
+        } = self.state
+        {
+            let here = self.chunk_len.saturating_sub(chunk_start);
+            if self.acc.len() > 0 && !self.hide.is_empty() {
+                // The frame may be one to hide: keep this chunk's part of its prefix back
+                // until its correlation id is known.
                 self.edits.remove(chunk_start..self.chunk_len);
                 self.state = State::Prefix {
-                    held: self.acc.len(),
+                    passed,
+                    held: held + here,
                     chunk_start: 0,
                 };
-            } else if held > 0 && partial {
-                // Still incomplete and nothing to hide any more: release what was held.
+            } else if self.acc.len() > 0 {
+                // Nothing to hide: what was held goes out now, this chunk's part with it.
                 self.edits
                     .prepend
-                    .extend_from_slice(self.acc.bytes().get(..held).unwrap_or(&[]));
+                    .extend_from_slice(self.acc.bytes().get(passed..passed + held).unwrap_or(&[]));
                 self.state = State::Prefix {
+                    passed: passed + held + here,
                     held: 0,
                     chunk_start: 0,
                 };
@@ -318,6 +325,7 @@ impl ResponseScanner {
 
     fn new_prefix(&self) -> State {
         State::Prefix {
+            passed: 0,
             held: 0,
             chunk_start: self.pos,
         }
@@ -325,7 +333,11 @@ impl ResponseScanner {
 
     fn take(&mut self, start: usize, bytes: &[u8]) -> Result<(), FrameError> {
         match self.state.clone() {
-            State::Prefix { held, chunk_start } => {
+            State::Prefix {
+                passed,
+                held,
+                chunk_start,
+            } => {
                 self.acc.extend(bytes)?;
                 if self.acc.len() < PREFIX_BYTES {
                     return Ok(());
@@ -363,7 +375,7 @@ impl ResponseScanner {
                     _ => false,
                 };
                 if hide_this {
-                    if self.prefix_leaked {
+                    if passed > 0 {
                         return Err(FrameError::MalformedHeader {
                             reason: "response to hide began before the hide was registered",
                         });
@@ -388,9 +400,9 @@ impl ResponseScanner {
                     self.finish_hidden_if_done();
                 } else {
                     if held > 0 {
-                        self.edits
-                            .prepend
-                            .extend_from_slice(self.acc.bytes().get(..held).unwrap_or(&[]));
+                        self.edits.prepend.extend_from_slice(
+                            self.acc.bytes().get(passed..passed + held).unwrap_or(&[]),
+                        );
                     }
                     self.acc.clear();
                     let left = u64::from(size) - 4;

@@ -143,3 +143,23 @@ fn a_response_out_of_step_is_an_error() {
         }
     );
 }
+
+#[test]
+fn a_hide_registered_while_a_prefix_is_split_over_three_chunks_sends_no_byte_twice() {
+    // Re-authentication registers hides between chunks: here after the first 2 bytes of a
+    // passed frame's 8-byte prefix went on to the client, and before the next 3 arrive.
+    let passed = response(1, 20);
+    let reauth = [response(7, 4), response(8, 6)].concat();
+    let stream = [passed.clone(), reauth].concat();
+    let mut s = scanner_hiding(&[]);
+    let (mut out, _) = s.scan_slice(&stream[..2]).unwrap();
+    s.hide_at(1, 7);
+    s.hide_at(2, 8);
+    let (more, _) = s.scan_slice(&stream[2..5]).unwrap();
+    out.extend(more);
+    let (rest, hidden) = s.scan_slice(&stream[5..]).unwrap();
+    out.extend(rest);
+    assert_eq!(out, passed);
+    assert_eq!(hidden.len(), 2);
+    assert!(s.is_idle());
+}
