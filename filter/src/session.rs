@@ -175,12 +175,8 @@ impl Session {
             requests: RequestScanner::new(RequestScannerConfig {
                 max_frame_bytes: settings.max_frame_bytes,
                 depth,
-                max_client_id_bytes: 0,
             }),
-            responses: ResponseScanner::new(ResponseScannerConfig {
-                max_frame_bytes: settings.max_frame_bytes,
-                ..Default::default()
-            }),
+            responses: ResponseScanner::new(ResponseScannerConfig::default()),
             principal: String::new(),
             answered_requests: 0,
             reauth_at_ms: None,

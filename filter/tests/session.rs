@@ -368,14 +368,28 @@ fn malformed_frames_are_protocol_errors() {
     assert!(err.message.contains("negative"), "{}", err.message);
 
     let mut s = started();
-    let mut big = (200 * 1024 * 1024i32).to_be_bytes().to_vec();
-    big.extend([0; 8]);
+    let mut negative = (-1i32).to_be_bytes().to_vec();
+    negative.extend([0; 8]);
     assert_eq!(
-        s.upstream(&settings(), big.len(), &mut big.as_slice(), NOW)
+        s.upstream(&settings(), negative.len(), &mut negative.as_slice(), NOW)
             .unwrap_err()
             .kind,
         RefusalKind::Protocol
     );
+}
+
+#[test]
+fn responses_larger_than_max_frame_bytes_pass() {
+    // max_frame_bytes is the broker's socket.request.max.bytes: it bounds requests. A
+    // Fetch response may be larger; only its 8-byte prefix is read.
+    let mut s = authenticated(&settings());
+    let mut big = (200 * 1024 * 1024i32).to_be_bytes().to_vec();
+    big.extend(5i32.to_be_bytes());
+    big.extend([0; 64]);
+    let out = s
+        .upstream(&settings(), big.len(), &mut big.as_slice(), NOW)
+        .unwrap();
+    assert_eq!(out, UpstreamOutcome::default());
 }
 
 fn produce_acks0(corr: i32) -> Vec<u8> {
