@@ -159,6 +159,8 @@ pub struct Session {
     authentications: u64,
     /// Makes signed tokens' `jti` unique across connections.
     token_nonce: u64,
+    /// The first request has been checked (connections the filter does not authenticate).
+    opened: bool,
 }
 
 impl Session {
@@ -183,6 +185,7 @@ impl Session {
             reauth_in_flight: false,
             authentications: 0,
             token_nonce: 0,
+            opened: false,
         }
     }
 
@@ -257,6 +260,11 @@ impl Session {
                     client_sasl_allowed: settings.on_client_sasl
                         == ClientSaslPolicy::AllowWithoutIdentity,
                 };
+                // Nothing has been scanned yet: read whole headers from the start.
+                self.requests = RequestScanner::new(RequestScannerConfig {
+                    max_frame_bytes: settings.max_frame_bytes,
+                    depth: HeaderDepth::WholeHeader,
+                });
                 Ok(Start::PassThrough)
             }
         }
@@ -278,9 +286,11 @@ impl Session {
                     "client data before the session started",
                 ))
             }
+            // Once the first request is checked, a client allowed to authenticate itself
+            // speaks for itself.
             Phase::PassThrough {
                 client_sasl_allowed: true,
-            } => return Ok(None),
+            } if self.opened => return Ok(None),
             _ => {}
         }
         let mut injection = None;
@@ -293,6 +303,18 @@ impl Session {
                     self.requests.supply(&bytes).map_err(protocol("request"))?;
                 }
                 ScanStep::Frame(frame) => {
+                    if let Phase::PassThrough {
+                        client_sasl_allowed,
+                    } = self.phase
+                    {
+                        if !self.opened {
+                            self.opened = true;
+                            check_first_request(&frame, client_sasl_allowed)?;
+                            if client_sasl_allowed {
+                                return Ok(None);
+                            }
+                        }
+                    }
                     if frame.api_key == api_key::SASL_HANDSHAKE
                         || frame.api_key == api_key::SASL_AUTHENTICATE
                     {
@@ -391,6 +413,34 @@ impl Session {
         }
         Ok(outcome)
     }
+}
+
+/// The first request on a connection the filter did not authenticate. A broker with
+/// GSSAPI enabled takes a first frame whose request header it cannot parse (an api key it
+/// does not know, a header that does not fit) as a raw Kafka 0.9 GSSAPI token, so the
+/// client would authenticate itself. The scanner has already walked the whole header
+/// (`HeaderDepth::WholeHeader`); before authentication a broker accepts only ApiVersions
+/// and SaslHandshake, so only those two may come first: any other key, even one the
+/// filter knows, might be one the broker does not and reopen that path.
+fn check_first_request(
+    frame: &kafka_codec::RequestFrame,
+    client_sasl_allowed: bool,
+) -> Result<(), Refusal> {
+    let allowed = frame.api_key == api_key::API_VERSIONS
+        || (client_sasl_allowed && frame.api_key == api_key::SASL_HANDSHAKE);
+    if allowed || frame.api_key == api_key::SASL_HANDSHAKE {
+        // A refused SaslHandshake is reported as client SASL by the caller.
+        return Ok(());
+    }
+    Err(Refusal::new(
+        RefusalKind::Protocol,
+        format!(
+            "first request on a connection without identity has api key {} (version {}): \
+             only ApiVersions or SaslHandshake may open a connection the filter does not \
+             authenticate",
+            frame.api_key, frame.api_version
+        ),
+    ))
 }
 
 fn injected_requests(client_id: &str, token: &str) -> Result<Vec<u8>, Refusal> {

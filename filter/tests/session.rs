@@ -560,3 +560,97 @@ fn refused_reauthentication_closes_the_connection() {
         .unwrap_err();
     assert_eq!(err.kind, RefusalKind::AuthFailed);
 }
+
+fn passed_through(on_client_sasl: ClientSaslPolicy) -> (Session, SessionSettings) {
+    let settings = SessionSettings {
+        on_no_identity: NoIdentityPolicy::PassThrough,
+        on_client_sasl,
+        ..settings()
+    };
+    let mut s = Session::new(&settings);
+    assert_eq!(
+        s.start(&settings, &Identification::NoMtls, NOW).unwrap(),
+        Start::PassThrough
+    );
+    (s, settings)
+}
+
+/// A frame with this size prefix and these bytes after it.
+fn raw_frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn unauthenticated_connections_must_open_with_a_well_formed_api_versions_or_handshake() {
+    // A broker with GSSAPI enabled takes a first frame that is not a Kafka request header
+    // as a raw (Kafka 0.9 style) GSSAPI token: the client would authenticate itself.
+    let gssapi = raw_frame(&[
+        0x60, 0x82, 0x02, 0x5b, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
+        0x01,
+    ]);
+    // A known api key the broker does not accept before authentication, and an api key
+    // no Kafka knows.
+    let metadata = request(ApiKey::Metadata, 12, 1);
+    let mut unknown = request(ApiKey::Metadata, 0, 1);
+    unknown[4..6].copy_from_slice(&999i16.to_be_bytes());
+    // ApiVersions whose client id runs past the end of the frame.
+    let mut truncated = 10i32.to_be_bytes().to_vec();
+    truncated.extend(18i16.to_be_bytes());
+    truncated.extend(3i16.to_be_bytes());
+    truncated.extend(1i32.to_be_bytes());
+    truncated.extend(40i16.to_be_bytes());
+    for policy in [
+        ClientSaslPolicy::Reject,
+        ClientSaslPolicy::AllowWithoutIdentity,
+    ] {
+        for (name, first) in [
+            ("gssapi", &gssapi),
+            ("metadata", &metadata),
+            ("unknown", &unknown),
+            ("truncated", &truncated),
+        ] {
+            let (mut s, settings) = passed_through(policy);
+            // Byte by byte too: the verdict must not depend on the chunking.
+            let whole = s.downstream(&settings, first.len(), &mut first.as_slice(), NOW);
+            let err = whole.expect_err(&format!("{name} under {policy:?}"));
+            assert_eq!(err.kind, RefusalKind::Protocol, "{name}: {}", err.message);
+            let (mut s, settings) = passed_through(policy);
+            let mut refused = false;
+            for b in first.iter() {
+                if s.downstream(&settings, 1, &mut &[*b][..], NOW).is_err() {
+                    refused = true;
+                    break;
+                }
+            }
+            assert!(refused, "{name} byte by byte under {policy:?}");
+        }
+        // ApiVersions opens the conversation in either mode.
+        let (mut s, settings) = passed_through(policy);
+        let hello = request(ApiKey::ApiVersions, 3, 1);
+        assert!(s
+            .downstream(&settings, hello.len(), &mut hello.as_slice(), NOW)
+            .is_ok());
+    }
+    // Allowed to authenticate itself: a SaslHandshake may come first, and what follows
+    // is the client's own business.
+    let (mut s, settings) = passed_through(ClientSaslPolicy::AllowWithoutIdentity);
+    let stream = [request(ApiKey::SaslHandshake, 1, 1), gssapi.clone()].concat();
+    assert!(s
+        .downstream(&settings, stream.len(), &mut stream.as_slice(), NOW)
+        .is_ok());
+}
+
+#[test]
+fn authenticated_connections_forward_api_keys_the_filter_does_not_know() {
+    // Newer Kafka APIs must keep working through the filter.
+    let mut s = authenticated(&settings());
+    let mut newer = request(ApiKey::Metadata, 0, 1);
+    newer[4..6].copy_from_slice(&999i16.to_be_bytes());
+    assert_eq!(
+        s.downstream(&settings(), newer.len(), &mut newer.as_slice(), NOW)
+            .unwrap(),
+        None
+    );
+}
