@@ -54,9 +54,23 @@ pub struct SessionSettings {
     pub reauthenticate: bool,
 }
 
-/// Re-authenticate once this share of the session lifetime has passed, like Kafka's Java
-/// client (85-95%): early enough that a busy broker answers before the session ends.
-const REAUTH_AT_PERCENT: u64 = 85;
+/// Re-authenticate once 85% to 95% of the session lifetime has passed, like Kafka's Java
+/// client: early enough that a busy broker answers before the session ends, and spread so
+/// that connections opened together do not all re-authenticate together.
+const REAUTH_EARLIEST_PERMILLE: u64 = 850;
+const REAUTH_SPREAD_PERMILLE: u64 = 100;
+
+/// Where in the session to re-authenticate, in per mille of its lifetime: drawn from the
+/// connection's nonce and the authentication's sequence number (SplitMix64), so it differs
+/// between connections and authentications yet is reproducible for a given nonce.
+fn reauth_permille(nonce: u64, sequence: u64) -> u64 {
+    let mut z = nonce ^ sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    REAUTH_EARLIEST_PERMILLE + z % (REAUTH_SPREAD_PERMILLE + 1)
+}
 
 /// What the glue found out about the peer on the first downstream data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +206,11 @@ impl Session {
     /// A value that differs between connections (the host's connection id and time).
     pub fn set_token_nonce(&mut self, nonce: u64) {
         self.token_nonce = nonce;
+    }
+
+    /// When the next re-authentication is due (ms since the epoch), if one is planned.
+    pub fn reauthentication_due_at(&self) -> Option<u64> {
+        self.reauth_at_ms
     }
 
     /// Successful authentications so far, re-authentications included.
@@ -398,10 +417,11 @@ impl Session {
                         self.authentications += 1;
                         self.phase = Phase::Authenticated;
                         self.reauth_in_flight = false;
+                        let permille = reauth_permille(self.token_nonce, self.authentications);
                         self.reauth_at_ms = u64::try_from(lifetime)
                             .ok()
                             .filter(|ms| *ms > 0 && settings.reauthenticate)
-                            .map(|ms| now_ms.saturating_add(ms / 100 * REAUTH_AT_PERCENT));
+                            .map(|ms| now_ms.saturating_add(ms / 1000 * permille));
                     }
                 }
                 ResponseStep::ChunkDone => break,

@@ -435,10 +435,10 @@ fn reauthenticates_at_a_request_boundary_before_the_session_ends() {
         .downstream(&settings(), early.len(), &mut early.as_slice(), NOW + 8_000)
         .unwrap();
     assert_eq!(none, None);
-    // After it: SASL requests go in front of the next request that starts in the chunk.
+    // After 95%: SASL requests go in front of the next request that starts in the chunk.
     // This chunk ends the tail of nothing and holds an acks=0 produce, then a Metadata.
     let chunk = [produce_acks0(2), request(ApiKey::Metadata, 12, 3)].concat();
-    let due = NOW + 8_600;
+    let due = NOW + 9_500; // past 95% of the 10 s session
     let inj = s
         .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), due)
         .unwrap()
@@ -504,7 +504,7 @@ fn reauthentication_goes_before_a_frame_inside_the_chunk() {
     s.downstream(&settings(), 10, &mut &first[..10], NOW + 100)
         .unwrap();
     let inj = s
-        .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), NOW + 9_000)
+        .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), NOW + 9_500)
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -546,7 +546,7 @@ fn refused_reauthentication_closes_the_connection() {
     let mut s = authenticated(&settings());
     let req = request(ApiKey::Metadata, 12, 1);
     assert!(s
-        .downstream(&settings(), req.len(), &mut req.as_slice(), NOW + 9_000)
+        .downstream(&settings(), req.len(), &mut req.as_slice(), NOW + 9_500)
         .unwrap()
         .is_some());
     let stream = [handshake_ok(), authenticate(58, Some("expired"), 0)].concat();
@@ -555,7 +555,7 @@ fn refused_reauthentication_closes_the_connection() {
             &settings(),
             stream.len(),
             &mut stream.as_slice(),
-            NOW + 9_001,
+            NOW + 9_501,
         )
         .unwrap_err();
     assert_eq!(err.kind, RefusalKind::AuthFailed);
@@ -653,4 +653,39 @@ fn authenticated_connections_forward_api_keys_the_filter_does_not_know() {
             .unwrap(),
         None
     );
+}
+
+#[test]
+fn reauthentication_points_spread_over_85_to_95_percent_of_the_session() {
+    // Connections opened together must not all re-authenticate together. The point is
+    // drawn per connection and authentication from the connection's nonce, so it is
+    // deterministic for a given nonce.
+    let point = |nonce: u64| {
+        let mut s = Session::new(&settings());
+        s.set_token_nonce(nonce);
+        s.start(&settings(), &producer(), NOW).unwrap();
+        let answers = [handshake_ok(), authenticate(0, None, 100_000)].concat();
+        s.upstream(&settings(), answers.len(), &mut answers.as_slice(), NOW)
+            .unwrap();
+        s.reauthentication_due_at().unwrap() - NOW
+    };
+    let points: Vec<u64> = (0..300u64)
+        .map(|n| point(n.wrapping_mul(0x9e37_79b9)))
+        .collect();
+    assert!(
+        points.iter().all(|p| (85_000..=95_000).contains(p)),
+        "{points:?}"
+    );
+    let lowest = *points.iter().min().unwrap();
+    let highest = *points.iter().max().unwrap();
+    assert!(lowest < 87_000 && highest > 93_000, "{lowest}..{highest}");
+    let mut distinct = points.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        distinct.len() > 50,
+        "only {} distinct points",
+        distinct.len()
+    );
+    assert_eq!(point(42), point(42));
 }
