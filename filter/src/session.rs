@@ -1,7 +1,9 @@
 //! One connection's state machine, sans-IO: the glue feeds it events (first data with
 //! the peer's identity, downstream and upstream chunks) and carries out its decisions.
 
+use std::fmt;
 use std::ops::Range;
+use std::rc::Rc;
 
 use kafka_codec::sasl::{self, AuthenticateResponse};
 use kafka_codec::{
@@ -10,11 +12,14 @@ use kafka_codec::{
 };
 use serde::Deserialize;
 
+pub use crate::host::ChunkSource;
+use crate::host::HostError;
 use crate::token::TokenIssuer;
 
-/// Correlation ids of the injected requests. Kafka's Java client reserves the top eight
-/// ids for its own SASL requests and never uses them for ordinary requests, so they cannot
-/// collide with a client's ids; the injected answers also arrive before any client answer.
+/// Correlation ids of the injected requests, inside the range Kafka's Java client reserves
+/// for its own SASL requests (the top eight ids). Answers are not matched by id, though: a
+/// client may use any id, so the filter counts the requests awaiting an answer and removes
+/// the responses at its own requests' positions, then checks that they carry these ids.
 pub const HANDSHAKE_CORRELATION_ID: i32 = i32::MAX - 7;
 pub const AUTHENTICATE_CORRELATION_ID: i32 = i32::MAX - 6;
 /// SaslAuthenticate v2 (Kafka 2.5+): flexible encoding, carries the session lifetime.
@@ -80,23 +85,28 @@ pub enum Identification {
     NoPrincipal { identity: String, reason: String },
 }
 
-/// Reads ranges of the chunk being processed (from Envoy's buffer, or a slice in tests).
-pub trait ChunkSource {
-    fn read(&mut self, range: Range<usize>) -> Option<Vec<u8>>;
-}
-
-impl ChunkSource for &[u8] {
-    fn read(&mut self, range: Range<usize>) -> Option<Vec<u8>> {
-        self.get(range).map(<[u8]>::to_vec)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalKind {
     NoIdentity,
     AuthFailed,
     ClientSasl,
     Protocol,
+    /// The host (Envoy) failed a call the filter cannot do without: a buffer read or
+    /// write, the clock.
+    Host,
+}
+
+impl RefusalKind {
+    /// The `outcome=` of the log line.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            RefusalKind::NoIdentity => "rejected_no_identity",
+            RefusalKind::AuthFailed => "auth_failed",
+            RefusalKind::ClientSasl => "rejected_client_sasl",
+            RefusalKind::Protocol => "protocol_error",
+            RefusalKind::Host => "host_error",
+        }
+    }
 }
 
 /// The connection must be closed; `message` is for the log.
@@ -107,13 +117,26 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(kind: RefusalKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
         }
     }
+
+    /// A host call failed while doing `what`.
+    pub fn host(what: &str, error: HostError) -> Self {
+        Self::new(RefusalKind::Host, format!("{what}: {error}"))
+    }
 }
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.outcome(), self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// The decision on the first downstream data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,8 +194,14 @@ pub struct Session {
     reauth_at_ms: Option<u64>,
     reauth_in_flight: bool,
     authentications: u64,
-    /// Makes signed tokens' `jti` unique across connections.
+    /// Makes signed tokens' `jti` unique across connections; seeds the re-authentication
+    /// point.
     token_nonce: u64,
+    /// Where tokens come from when set: the newest configuration the VM received, so a
+    /// re-authentication on a long-lived connection uses the current signing key.
+    issuer: Option<Rc<TokenIssuer>>,
+    /// `TokenIssuer::describe` of the issuer of the last token sent.
+    last_token: String,
     /// The first request has been checked (connections the filter does not authenticate).
     opened: bool,
 }
@@ -199,6 +228,8 @@ impl Session {
             reauth_in_flight: false,
             authentications: 0,
             token_nonce: 0,
+            issuer: None,
+            last_token: String::new(),
             opened: false,
         }
     }
@@ -206,6 +237,18 @@ impl Session {
     /// A value that differs between connections (the host's connection id and time).
     pub fn set_token_nonce(&mut self, nonce: u64) {
         self.token_nonce = nonce;
+    }
+
+    /// Tokens for every (re-)authentication from now on come from `issuer` instead of the
+    /// settings' own: the glue hands in the newest configuration's issuer before each
+    /// chunk, so key rotation reaches connections opened before it.
+    pub fn set_token_issuer(&mut self, issuer: Rc<TokenIssuer>) {
+        self.issuer = Some(issuer);
+    }
+
+    /// The credential of the last token sent: `unsecured` or e.g. `ES256:2026-11`.
+    pub fn last_token(&self) -> &str {
+        &self.last_token
     }
 
     /// When the next re-authentication is due (ms since the epoch), if one is planned.
@@ -225,8 +268,8 @@ impl Session {
         settings: &SessionSettings,
         now_ms: u64,
     ) -> Result<Vec<u8>, Refusal> {
-        let token = settings
-            .tokens
+        let issuer = self.issuer.as_deref().unwrap_or(&settings.tokens);
+        let token = issuer
             .issue(
                 &self.principal,
                 now_ms / 1000,
@@ -236,6 +279,7 @@ impl Session {
             .map_err(|e| {
                 Refusal::new(RefusalKind::AuthFailed, format!("cannot issue token: {e}"))
             })?;
+        self.last_token = issuer.describe();
         let bytes = injected_requests(&settings.client_id, &token)?;
         self.responses
             .hide_at(self.answered_requests, HANDSHAKE_CORRELATION_ID);
@@ -513,13 +557,17 @@ fn check_authenticate(frame: &[u8]) -> Result<AuthenticateResponse, Refusal> {
 }
 
 fn read(src: &mut dyn ChunkSource, range: Range<usize>) -> Result<Vec<u8>, Refusal> {
-    let len = range.len();
+    let wanted = range.len();
     match src.read(range) {
-        Some(bytes) if bytes.len() == len => Ok(bytes),
-        _ => Err(Refusal::new(
-            RefusalKind::Protocol,
-            "host returned fewer bytes than the buffer holds",
+        Ok(bytes) if bytes.len() == wanted => Ok(bytes),
+        Ok(bytes) => Err(Refusal::host(
+            "cannot read the connection's bytes",
+            HostError::ShortRead {
+                wanted,
+                got: bytes.len(),
+            },
         )),
+        Err(e) => Err(Refusal::host("cannot read the connection's bytes", e)),
     }
 }
 

@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use kafka_identity_filter::host::HostError;
 use kafka_identity_filter::session::*;
 use kafka_identity_filter::token::TokenIssuer;
 use kafka_protocol::messages::*;
@@ -90,10 +91,14 @@ struct Counting<'a> {
 }
 
 impl ChunkSource for Counting<'_> {
-    fn read(&mut self, range: Range<usize>) -> Option<Vec<u8>> {
+    fn read(&mut self, range: Range<usize>) -> Result<Vec<u8>, HostError> {
         self.reads += 1;
         self.bytes += range.len();
-        self.data.get(range).map(<[u8]>::to_vec)
+        let wanted = range.len();
+        self.data
+            .get(range)
+            .map(<[u8]>::to_vec)
+            .ok_or(HostError::ShortRead { wanted, got: 0 })
     }
 }
 
