@@ -50,6 +50,15 @@ class SideStack:
     def down(self):
         subprocess.run([str(LOCAL / "stack-down")], env=self.env, capture_output=True, timeout=120)
 
+    def envoy_restart(self, extra_env):
+        """Restarts only Envoy with these settings changed (Kafka keeps running)."""
+        self.env.update(extra_env)
+        run = subprocess.run([str(LOCAL / "envoy-restart")], env=self.env, capture_output=True, text=True,
+                             timeout=120)
+        if run.returncode != 0:
+            raise RuntimeError(f"side envoy-restart failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        self.stack = read_env(self.state / "stack.env")
+
     def filter_update(self, config, vm_env_files=None):
         env = dict(self.env)
         if vm_env_files is not None:
