@@ -45,7 +45,8 @@ struct RawSigning {
     issuer: String,
     audience: String,
     private_key_pem: Option<String>,
-    /// Name of an environment variable of the VM (`vm_config.environment_variables`,
+    /// Name of an environment variable of the VM (from Envoy's environment through
+    /// `vm_config.environment_variables.host_env_keys`, so the key is not in the config dump;
     /// e.g. filled from a Kubernetes Secret) that holds the PEM.
     private_key_env: Option<String>,
 }
@@ -221,7 +222,7 @@ fn signed_issuer(
         (None, Some(name)) => env(&name).ok_or_else(|| {
             field_error(
                 "signing.private_key_env",
-                format!("environment variable {name:?} is not set in the Wasm VM (vm_config.environment_variables)"),
+                format!("environment variable {name:?} is not set in the Wasm VM (name it in vm_config.environment_variables.host_env_keys and set it in Envoy's environment; Istio: vmConfig.env valueFrom HOST)"),
             )
         })?,
         _ => {
