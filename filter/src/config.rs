@@ -81,20 +81,12 @@ pub struct FilterConfig {
     pub peer_certificate_filter_state_key: String,
 }
 
-/// Why a configuration was refused: one line naming the field and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// Why a configuration was refused: the field and the reason, shown as `field: reason`.
+/// The same type as the `identity` section's errors.
+pub use kafka_identity_core::ConfigError;
 
 fn field_error(field: &str, reason: impl fmt::Display) -> ConfigError {
-    ConfigError(format!("{field}: {reason}"))
+    ConfigError::new(field, reason)
 }
 
 /// Parses and checks the plugin configuration. Empty input means all defaults.
@@ -181,10 +173,7 @@ pub fn parse_with_env(
         },
         Some(signing) => signed_issuer(signing, raw.token_lifetime_seconds, env)?,
     };
-    let mapper = raw
-        .identity
-        .compile()
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let mapper = raw.identity.compile()?;
     Ok(FilterConfig {
         stat_prefix: raw.stat_prefix,
         mapper,
