@@ -45,7 +45,8 @@ struct RawSigning {
     issuer: String,
     audience: String,
     private_key_pem: Option<String>,
-    /// Name of an environment variable of the VM (`vm_config.environment_variables`,
+    /// Name of an environment variable of the VM (from Envoy's environment through
+    /// `vm_config.environment_variables.host_env_keys`, so the key is not in the config dump;
     /// e.g. filled from a Kubernetes Secret) that holds the PEM.
     private_key_env: Option<String>,
 }
@@ -80,20 +81,12 @@ pub struct FilterConfig {
     pub peer_certificate_filter_state_key: String,
 }
 
-/// Why a configuration was refused: one line naming the field and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// Why a configuration was refused: the field and the reason, shown as `field: reason`.
+/// The same type as the `identity` section's errors.
+pub use kafka_identity_core::ConfigError;
 
 fn field_error(field: &str, reason: impl fmt::Display) -> ConfigError {
-    ConfigError(format!("{field}: {reason}"))
+    ConfigError::new(field, reason)
 }
 
 /// Parses and checks the plugin configuration. Empty input means all defaults.
@@ -160,16 +153,27 @@ pub fn parse_with_env(
             "must not be empty",
         ));
     }
+    if raw.on_no_identity == NoIdentityPolicy::PassThrough
+        && raw.on_client_sasl == ClientSaslPolicy::AllowWithoutIdentity
+        && raw.signing.is_none()
+    {
+        // A broker that takes the filter's unsecured tokens takes anyone's: a client
+        // without a certificate would be passed through and could then authenticate
+        // itself with {"alg":"none"} and any `sub`, e.g. a super user.
+        return Err(field_error(
+            "on_client_sasl",
+            "allow_without_identity together with on_no_identity: pass_through needs signing \
+             (a broker that accepts unsecured tokens would let any client without a \
+             certificate choose its principal)",
+        ));
+    }
     let tokens = match raw.signing {
         None => TokenIssuer::Unsecured {
             lifetime_secs: raw.token_lifetime_seconds,
         },
         Some(signing) => signed_issuer(signing, raw.token_lifetime_seconds, env)?,
     };
-    let mapper = raw
-        .identity
-        .compile()
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let mapper = raw.identity.compile()?;
     Ok(FilterConfig {
         stat_prefix: raw.stat_prefix,
         mapper,
@@ -207,7 +211,7 @@ fn signed_issuer(
         (None, Some(name)) => env(&name).ok_or_else(|| {
             field_error(
                 "signing.private_key_env",
-                format!("environment variable {name:?} is not set in the Wasm VM (vm_config.environment_variables)"),
+                format!("environment variable {name:?} is not set in the Wasm VM (name it in vm_config.environment_variables.host_env_keys and set it in Envoy's environment; Istio: vmConfig.env valueFrom HOST)"),
             )
         })?,
         _ => {
@@ -272,14 +276,27 @@ mod tests {
 
     #[test]
     fn policies_parse() {
-        let c = parse(
-            br#"{"on_no_identity": "pass_through", "on_client_sasl": "allow_without_identity"}"#,
-        )
-        .unwrap();
+        let c = parse(br#"{"on_no_identity": "pass_through"}"#).unwrap();
         assert_eq!(c.session.on_no_identity, NoIdentityPolicy::PassThrough);
+        assert_eq!(c.session.on_client_sasl, ClientSaslPolicy::Reject);
+        let c = parse(br#"{"on_client_sasl": "allow_without_identity"}"#).unwrap();
         assert_eq!(
             c.session.on_client_sasl,
             ClientSaslPolicy::AllowWithoutIdentity
+        );
+    }
+
+    #[test]
+    fn clients_choosing_their_own_principal_is_refused_without_signing() {
+        // Passed-through clients that may speak SASL themselves, in front of a broker that
+        // accepts unsecured tokens (no `signing`): any client without a certificate could
+        // send {"alg":"none"} with sub=admin.
+        let why = err(
+            r#"{"on_no_identity": "pass_through", "on_client_sasl": "allow_without_identity"}"#,
+        );
+        assert!(
+            why.starts_with("on_client_sasl: allow_without_identity together with on_no_identity: pass_through needs signing"),
+            "{why}"
         );
     }
 }
