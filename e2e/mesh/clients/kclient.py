@@ -44,9 +44,11 @@ def produce(a):
 
 
 def consume(a):
-    c = Consumer(plain(a.bootstrap, **{"group.id": a.group, "auto.offset.reset": "earliest",
-                                       "enable.auto.commit": False}))
     got, errors = [], []
+    c = Consumer(plain(a.bootstrap, **{"group.id": a.group, "auto.offset.reset": "earliest",
+                                       "enable.auto.commit": False,
+                                       # transport errors (e.g. a connection the broker side closed)
+                                       "error_cb": lambda e: errors.append(e.name())}))
     try:
         c.subscribe([a.topic])
         deadline = time.monotonic() + a.timeout

@@ -102,8 +102,13 @@ class Kube:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
 
     def wait_crds(self, timeout=120):
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", f"--timeout={timeout}s",
-                     what="CRDs established", timeout=timeout + 10)
+        """Every CRD Established (polled: `kubectl wait` fails outright on a CRD whose status has
+        no conditions yet)."""
+        def established():
+            items = self.get_json("crd")["items"]
+            return items and all(any(c.get("type") == "Established" and c.get("status") == "True"
+                                     for c in (i.get("status") or {}).get("conditions") or []) for i in items)
+        wait_for("CRDs established", established, timeout, procs=self.procs, interval=0.5)
 
     # ---- what a kubelet and the endpoint-slice controller would write ---------------------
     def set_pod_running(self, namespace, name, ip, node_ip, containers):

@@ -128,6 +128,7 @@ class Mesh:
         hosts = topology.hosts_file(list(self.pods.values()), self.services)
         for pod in self.pods.values():
             (pod.dir / "hosts").write_text(hosts)
+            (pod.dir / "resolv.conf").write_text(topology.RESOLV_CONF)
         objects = {p.name: topology.pod_object(p) for p in self.pods.values()}
         self.kube.apply(list(objects.values()), "pods")
         for pod in self.pods.values():
