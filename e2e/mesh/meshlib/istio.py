@@ -76,6 +76,13 @@ class Istiod:
         text = self.proc.log.read_text(errors="replace") if self.proc else ""
         return [ln for ln in text.splitlines() if all(n in ln for n in needles)]
 
+    def connected_proxies(self):
+        """How many proxies hold an xDS connection to istiod (its /debug/connections)."""
+        try:
+            return int(json.loads(self.debug("connections")).get("totalClients", 0))
+        except (OSError, ValueError):
+            return 0
+
     def debug(self, path):
         with urllib.request.urlopen(f"http://{ISTIOD_HTTP}/debug/{path}", timeout=10) as r:
             return r.read().decode()
@@ -187,6 +194,13 @@ class Sidecar:
         if r.returncode != 0:
             raise MeshError(f"Envoy admin /{path} in pod {self.pod.name} failed: {r.stderr.strip()} "
                             f"(sidecar log: {self.proc.log if self.proc else '-'})")
+        return r.stdout
+
+    def admin_post(self, path, timeout=20):
+        r = subprocess.run([*self.pod.exec_prefix(), "curl", "-sS", "-X", "POST", "--max-time", str(timeout),
+                            f"http://127.0.0.1:15000/{path}"], capture_output=True, text=True, timeout=timeout + 10)
+        if r.returncode != 0:
+            raise MeshError(f"Envoy admin POST /{path} in pod {self.pod.name} failed: {r.stderr.strip()}")
         return r.stdout
 
     def prometheus(self):

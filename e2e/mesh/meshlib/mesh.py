@@ -4,7 +4,6 @@ tears everything down again (also after a failure)."""
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,8 +11,8 @@ from pathlib import Path
 import yaml
 
 from . import topology
-from .istio import PROXY_UID, Istiod, Sidecar
-from .kafka import Broker, admin_client_conf, broker_fqdn, new_cluster_id
+from .istio import Istiod, Sidecar
+from .kafka import Broker, admin_client_conf, new_cluster_id
 from .kube import Kube, endpoint_slice
 from .network import NODE_IP, Network
 from .procs import MeshError, Proc, run, wait_for
@@ -250,19 +249,24 @@ class Mesh:
         self.kube.kubectl("delete", "-k", path, "--ignore-not-found", what=f"kubectl delete -k {path}")
         self.applied = [p for p in self.applied if p != Path(path)]
 
-    def oci_overlay(self, digest):
-        """A user's own overlay of deploy/istio/overlays/wasmplugin-oci: only url and sha256."""
-        d = self.state / "overlays" / "wasmplugin-oci"
+    def oci_overlay(self, digest, plugin_config=None):
+        """A user's own overlay of deploy/istio/overlays/wasmplugin-oci: url and sha256, and
+        optionally fields of pluginConfig (merged over the shipped one)."""
+        name = "wasmplugin-oci" if not plugin_config else "wasmplugin-oci-" + "-".join(
+            f"{k}-{v}" for k, v in sorted(plugin_config.items()))
+        d = self.state / "overlays" / name
         d.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(REPO / "deploy" / "istio" / "overlays" / "wasmplugin-oci", d)
+        ops = [{"op": "replace", "path": "/spec/url",
+                "value": f"oci://{REGISTRY_HOST}/kafka-identity/kafka-identity-wasm:mesh"},
+               {"op": "replace", "path": "/spec/sha256", "value": digest}]
+        ops += [{"op": "add", "path": f"/spec/pluginConfig/{k}", "value": v}
+                for k, v in sorted((plugin_config or {}).items())]
         (d / "kustomization.yaml").write_text(yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "resources": [rel],
             "patches": [{"target": {"kind": "WasmPlugin", "name": "kafka-identity"},
-                         "patch": yaml.safe_dump([
-                             {"op": "replace", "path": "/spec/url",
-                              "value": f"oci://{REGISTRY_HOST}/kafka-identity/kafka-identity-wasm:mesh"},
-                             {"op": "replace", "path": "/spec/sha256", "value": digest}])}]}, sort_keys=False))
+                         "patch": yaml.safe_dump(ops)}]}, sort_keys=False))
         return d
 
     # ---- tear-down ------------------------------------------------------------------------
@@ -300,5 +304,3 @@ def _http_ok(url):
     except OSError:
         return False
 
-
-shutil, PROXY_UID  # used by callers through this module

@@ -15,22 +15,12 @@ import yaml
 from checks import (OUR_FILTER, PEER_CERT_FILTER, LogMark, authz, ecds_filters, inbound_chains,
                     prometheus_counter, rejected_updates, wait_any, wait_until)
 from conftest import CONSUMER, GROUP, PRODUCER, TOPIC
+from deliveries import BOOTSTRAP, DELIVERIES, PROXIES, deliver, our_chain_ok
 from meshlib.mesh import REPO
 from meshlib.topology import CLIENT_PORT, CONTROLLER_PORT, INTERNAL_PORT
 
-BOOTSTRAP = f"kafka.kafka.svc.cluster.local:{CLIENT_PORT}"
-PROXIES = {"1.30": ("1.38.2", "1.30.3"), "1.31": ("1.40.0", "1.31.0")}
-DELIVERIES = ("envoyfilter", "wasmplugin-file", "wasmplugin-oci")
 PASSES = [(v, d) for v in PROXIES for d in DELIVERIES]
 RESULTS = {}   # (proxy, delivery) -> {"chain": ..., "checks": [...]}
-
-
-def overlay_dir(mesh, delivery):
-    if delivery == "wasmplugin-oci":
-        if not getattr(mesh, "oci_digest", None):
-            mesh.oci_digest = mesh.push_wasm_image()
-        return mesh.oci_overlay(mesh.oci_digest)
-    return REPO / "deploy" / "istio" / "overlays" / delivery
 
 
 class Checks:
@@ -44,28 +34,6 @@ class Checks:
         now = time.monotonic()
         self.into.append(f"{text} [{now - self.t:.1f} s]")
         self.t = now
-
-
-def our_chain_ok(filters):
-    return len(filters) >= 2 and filters[-1] == "envoy.filters.network.tcp_proxy" and OUR_FILTER.search(filters[-2])
-
-
-def deliver(mesh, proxy, delivery):
-    """Broker sidecars on `proxy`, exactly one delivery applied, and every broker's 9092 chain
-    carrying our filter."""
-    envoy, istio = PROXIES[proxy]
-    brokers = [p.name for p in mesh.broker_pods()]
-    if mesh.sidecars[brokers[0]].envoy_version != envoy:
-        mesh.restart_sidecars(brokers, envoy, istio)
-    for applied in list(mesh.applied):
-        mesh.delete_kustomization(applied)
-    if delivery != "wasmplugin-oci":
-        mesh.publish_wasm_configmap()
-    mesh.apply_kustomization(overlay_dir(mesh, delivery))
-    for name in brokers:
-        wait_until(f"our filter in the 9092 chain of {name} ({delivery}, Istio {istio})",
-                   lambda n=name: any(our_chain_ok(c["filters"]) for c in inbound_chains(mesh.sidecars[n])),
-                   timeout=120)
 
 
 @pytest.mark.parametrize("proxy,delivery", PASSES, ids=[f"istio{v}-{d}" for v, d in PASSES])
