@@ -26,6 +26,8 @@ from meshlib.procs import Proc
 TOPIC, GROUP = "events", "events-readers"
 WORKLOAD = REPO / "e2e" / "mesh" / "clients" / "workload.py"
 RATE = float(os.environ.get("KAFKA_IDENTITY_MESH_FAULT_RATE", "40"))     # records per second
+# How often the broker and sidecar faults repeat (make e2e-mesh-faults: spread for the docs).
+REPEATS = range(int(os.environ.get("KAFKA_IDENTITY_MESH_FAULT_REPEATS", "1")))
 
 
 def record(mesh, scenario, figures):
@@ -134,7 +136,8 @@ def isr_full(mesh):
     return all(len(v) == 3 for v in isrs.values())
 
 
-def test_broker_killed_and_restarted(faults):
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_broker_killed_and_restarted(faults, repeat):
     mesh = faults
     victim = mesh.brokers[1]
     wl = Workload(mesh, "kill", seconds=45).start()
@@ -168,7 +171,8 @@ def test_broker_killed_and_restarted(faults):
     record(mesh, "broker kill -9", figures)
 
 
-def test_rolling_restart_of_all_brokers(faults):
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_rolling_restart_of_all_brokers(faults, repeat):
     mesh = faults
     wl = Workload(mesh, "rolling", seconds=70).start()
     time.sleep(8)
@@ -192,7 +196,8 @@ def test_rolling_restart_of_all_brokers(faults):
         "new_authentications": authenticated_total(mesh) - auth_before})
 
 
-def test_broker_sidecar_restart(faults):
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_broker_sidecar_restart(faults, repeat):
     mesh = faults
     sc = mesh.sidecars[mesh.brokers[0].pod.name]
     wl = Workload(mesh, "sidecar", seconds=40).start()
