@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from .procs import MeshError, Proc, run, wait_for
+from .topology import AUTHZ_PORT, AUTHZ_PROVIDER
 
 PROXY_UID = 1337
 ISTIOD_GRPC_PORT = 15010
@@ -37,7 +38,10 @@ class Istiod:
     def mesh_config(self):
         # No metrics providers: upstream Envoy lacks istio.stats (see docs/deploy.md).
         return {"trustDomain": "cluster.local", "rootNamespace": "istio-system",
-                "defaultConfig": {"discoveryAddress": self.address, "controlPlaneAuthPolicy": "NONE"}}
+                "defaultConfig": {"discoveryAddress": self.address, "controlPlaneAuthPolicy": "NONE"},
+                # For AuthorizationPolicies with action CUSTOM (ext_authz ahead of our filter).
+                "extensionProviders": [{"name": AUTHZ_PROVIDER, "envoyExtAuthzGrpc": {
+                    "service": "ext-authz.authz.svc.cluster.local", "port": AUTHZ_PORT, "timeout": "10s"}}]}
 
     def start(self):
         (self.dir / "etc/istio/config").mkdir(parents=True, exist_ok=True)

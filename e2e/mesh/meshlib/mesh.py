@@ -26,6 +26,8 @@ ISSUE_CERT = REPO / "e2e" / "local" / "issue_cert.py"
 WASM_MOUNT = "/var/local/lib/kafka-identity"
 REGISTRY_HOST = f"registry.registry.svc.cluster.local:{topology.REGISTRY_PORT}"
 CLIENT_ENVOY, CLIENT_ISTIO = "1.40.0", "1.31.0"
+AUTHZ_SERVER = REPO / "e2e" / "tests" / "authz_server.py"
+AUTHZ_DELAY = 0.5   # seconds each check is held: clients pipeline while ext_authz pauses
 
 
 class Mesh:
@@ -44,6 +46,7 @@ class Mesh:
         self.sidecars = {}
         self.brokers = []
         self.registry = None
+        self.authz = None
         self.applied = []        # kustomize directories applied, newest last
         self.timings = {}
 
@@ -96,6 +99,7 @@ class Mesh:
         self._timed("pods", self._pods)
         self._timed("sidecars", self._sidecars, broker_envoy, broker_istio)
         self._timed("registry", self._registry)
+        self._timed("ext-authz", self._ext_authz)
         self._timed("kafka", self._kafka)
 
     def _cluster_objects(self):
@@ -188,6 +192,14 @@ class Mesh:
         wait_for("OCI registry /v2/", lambda: _http_ok(f"http://{pod.ip}:{topology.REGISTRY_PORT}/v2/"), 60,
                  procs=[self.registry])
 
+    def _ext_authz(self):
+        pod = self.pods["ext-authz-0"]
+        self.authz = Proc("ext_authz server (pod ext-authz-0)",
+                          [*pod.exec_prefix(), self.python, AUTHZ_SERVER, pod.ip, topology.AUTHZ_PORT, AUTHZ_DELAY],
+                          pod.dir / "authz.log").start()
+        wait_for("ext_authz server listening", lambda: "allowing every check" in _read(self.authz.log), 30,
+                 procs=[self.authz])
+
     def push_wasm_image(self):
         """`make oci` then `scripts/oci-image push`, from inside a broker pod's network (plain
         HTTP registry); returns the manifest digest to put in the WasmPlugin's sha256."""
@@ -273,7 +285,8 @@ class Mesh:
     def down(self):
         errors = []
         for step in ([b.stop for b in self.brokers] + [s.stop for s in self.sidecars.values()]
-                     + [lambda: self.registry and self.registry.stop(), self.istiod.stop, self.kube.down,
+                     + [lambda: self.registry and self.registry.stop(), lambda: self.authz and self.authz.stop(),
+                        self.istiod.stop, self.kube.down,
                         self.net.down]):
             try:
                 step()
@@ -293,7 +306,16 @@ class Mesh:
             out[f"kafka broker {b.index}"] = b.log
         if self.registry:
             out["registry"] = self.registry.log
+        if self.authz:
+            out["ext_authz server"] = self.authz.log
         return out
+
+
+def _read(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _http_ok(url):
