@@ -110,6 +110,18 @@ def admin(a):
             for f in client.create_acls(bindings, request_timeout=30).values():
                 f.result(timeout=60)
             out.append(len(bindings))
+        elif kind == "elect_preferred":
+            # As kafka-leader-election.sh --election-type PREFERRED does: each partition back to
+            # its preferred leader (a broker that was slow or restarted may have lost leadership).
+            from confluent_kafka import ElectionType, TopicPartition
+            md = client.list_topics(op["topic"], timeout=30)
+            parts = [TopicPartition(op["topic"], p) for p in md.topics[op["topic"]].partitions]
+            try:
+                client.elect_leaders(ElectionType.PREFERRED, parts).result(timeout=60)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.ELECTION_NOT_NEEDED:
+                    raise
+            out.append("elected")
         elif kind == "brokers":
             out.append(sorted(client.list_topics(timeout=30).brokers))
         elif kind == "describe_acls":

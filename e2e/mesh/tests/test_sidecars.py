@@ -77,8 +77,11 @@ def test_delivery(mesh, proxy, delivery):
     # -- ACL outcomes from plain clients ----------------------------------------------------------
     run = f"{proxy}-{delivery}-{uuid.uuid4().hex[:6]}"
     marks = {b.index: LogMark(b.authorizer_log) for b in mesh.brokers}
-    leaders = mesh.admin({"op": "describe_topic", "topic": TOPIC})[0]["leaders"]
-    assert sorted(set(leaders.values())) == [0, 1, 2], f"partition leaders {leaders} do not cover every broker"
+    def spread_leaders():
+        found = mesh.admin({"op": "elect_preferred", "topic": TOPIC}, {"op": "describe_topic", "topic": TOPIC})[1]
+        return found["leaders"] if sorted(set(found["leaders"].values())) == [0, 1, 2] else None
+    leaders = wait_until("partition leaders on all three brokers (preferred leader election)", spread_leaders, 60,
+                         interval=2)
     per_partition = 5
     for partition in sorted(leaders, key=int):
         r = mesh.exec("producer", ["kcat", "-b", BOOTSTRAP, "-P", "-t", TOPIC, "-p", partition,
