@@ -22,14 +22,15 @@ def produce(stack, client, who, value, topic):
         out = r.stdout + r.stderr
         return r.returncode == 0 and "fail" not in out.lower() and "error" not in out.lower(), out
     if client == "java":
-        r = stack.java_tool("org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", stack.bootstrap,
-                            "--topic", topic, "--command-config", stack.java_client_config(who),
-                            "--command-property", "acks=all",
+        cls, config, prop = stack.console_tool("producer")
+        r = stack.java_tool(cls, "--bootstrap-server", stack.bootstrap,
+                            "--topic", topic, config, stack.java_client_config(who),
+                            prop, "acks=all",
                             # without idempotence, a denied produce fails on the topic (Write) and not
                             # on InitProducerId (IdempotentWrite on the cluster)
-                            "--command-property", "enable.idempotence=false",
-                            "--command-property", "delivery.timeout.ms=20000",
-                            "--command-property", "request.timeout.ms=15000",
+                            prop, "enable.idempotence=false",
+                            prop, "delivery.timeout.ms=20000",
+                            prop, "request.timeout.ms=15000",
                             stdin=value + "\n")
         out = r.stdout + r.stderr
         return r.returncode == 0 and "Exception" not in out and "ERROR" not in out, out
@@ -53,11 +54,12 @@ def consume_group(stack, client, who, topic, group, needle):
         out = r.stdout + r.stderr
         return needle in r.stdout.splitlines(), out
     if client == "java":
-        r = stack.java_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
+        cls, config, prop = stack.console_tool("consumer")
+        r = stack.java_tool(cls, "--bootstrap-server",
                             stack.bootstrap, "--topic", topic, "--group", group,
-                            "--command-config", stack.java_client_config(who),
-                            "--command-property", "auto.offset.reset=earliest",
-                            "--command-property", "session.timeout.ms=10000",
+                            config, stack.java_client_config(who),
+                            prop, "auto.offset.reset=earliest",
+                            prop, "session.timeout.ms=10000",
                             "--timeout-ms", "8000")
         out = r.stdout + r.stderr
         return needle in r.stdout.splitlines(), out
@@ -92,9 +94,10 @@ def read_without_group(stack, client, who, topic):
     if client == "kcat":
         return _kcat_bounded(stack, who, topic)
     if client == "java":
-        r = stack.java_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
+        cls, config, _ = stack.console_tool("consumer")
+        r = stack.java_tool(cls, "--bootstrap-server",
                             stack.bootstrap, "--topic", topic, "--partition", "0", "--offset", "earliest",
-                            "--command-config", stack.java_client_config(who), "--timeout-ms", "8000",
+                            config, stack.java_client_config(who), "--timeout-ms", "8000",
                             "--max-messages", "1")
         return r.stdout + r.stderr
     if client == "python":
