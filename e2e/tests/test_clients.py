@@ -1,15 +1,20 @@
 """apps/producer may write `orders` but not read it; apps/consumer may read `orders` (group
-orders-readers) but not write it: each with kcat, Kafka's Java console tools and confluent-kafka,
-all speaking plain TLS (security.protocol=SSL) to Envoy with their workload certificate."""
+orders-readers) but not write it: each with kcat, Kafka's Java console tools, confluent-kafka,
+franz-go (Go) and kafka-python (pure Python, its own protocol code), all speaking plain TLS to
+Envoy with their workload certificate and no other change to their configuration. Each client
+library sends its own first requests (ApiVersions versions, metadata, client ids) and
+reconnects its own way."""
 
+import subprocess
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
 
-from conftest import SPIFFE, WAIT, authz, read_all
+from conftest import REPO, SPIFFE, WAIT, authz, read_all
 
-CLIENTS = ["kcat", "java", "python"]
+CLIENTS = ["kcat", "java", "python", "go", "kafka-python"]
+GO_CLIENT = REPO / ".tools" / "clients" / "go" / "kafka-identity-go-client"
 GROUP_CONSUMER_SETTINGS = {"session.timeout.ms": "10000", "auto.offset.reset": "earliest"}
 
 
@@ -43,6 +48,12 @@ def produce(stack, client, who, value, topic):
             return False, f"not delivered within {WAIT} s"
         err = results[0]
         return err is None, "" if err is None else f"{err.name()}: {err.str()}"
+    if client == "go":
+        r = go_client(stack, "produce", who, "--topic", topic, "--value", value)
+        out = r.stdout + r.stderr
+        return r.returncode == 0 and "produced" in r.stdout.splitlines(), out
+    if client == "kafka-python":
+        return kafka_python_produce(stack, who, topic, value)
     raise ValueError(client)
 
 
@@ -85,6 +96,11 @@ def consume_group(stack, client, who, topic, group, needle):
         finally:
             c.close()
         return seen, "\n".join(errors)
+    if client == "go":
+        r = go_client(stack, "consume", who, "--topic", topic, "--group", group, "--value", needle)
+        return r.returncode == 0 and f"read {needle}" in r.stdout.splitlines(), r.stdout + r.stderr
+    if client == "kafka-python":
+        return kafka_python_consume_group(stack, who, topic, group, needle)
     raise ValueError(client)
 
 
@@ -117,11 +133,96 @@ def read_without_group(stack, client, who, topic):
         finally:
             c.close()
         return "\n".join(errors) + f"\n(messages read: {got})"
+    if client == "go":
+        r = go_client(stack, "read", who, "--topic", topic, "--partition", "0", "--timeout", "15s")
+        return r.stdout + r.stderr
+    if client == "kafka-python":
+        return kafka_python_read(stack, who, topic)
     raise ValueError(client)
 
 
+# ---- franz-go (e2e/clients/go, built by scripts/install-e2e-clients) ------------------------------
+def go_client(stack, mode, who, *args):
+    assert GO_CLIENT.is_file(), f"{GO_CLIENT} missing: run scripts/install-deps (it calls scripts/install-e2e-clients)"
+    crt, key = stack.cert(who)
+    cmd = [str(GO_CLIENT), mode, "--bootstrap", stack.bootstrap, "--ca", stack.ca, "--cert", crt, "--key", key, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=WAIT + 30)
+
+
+# ---- kafka-python (pure Python) -------------------------------------------------------------------
+def kafka_python_conf(stack, who):
+    crt, key = stack.cert(who)
+    return {"bootstrap_servers": stack.bootstrap, "security_protocol": "SSL", "ssl_cafile": stack.ca,
+            "ssl_certfile": crt, "ssl_keyfile": key, "client_id": "kafka-identity-e2e-kafka-python"}
+
+
+def kafka_python_error(exc):
+    """kafka-python's errors carry Kafka's error name in `message` (TOPIC_AUTHORIZATION_FAILED)."""
+    return f"{type(exc).__name__}: {getattr(exc, 'message', '')}: {exc}"
+
+
+def kafka_python_produce(stack, who, topic, value):
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError as KafkaPythonError
+    producer = KafkaProducer(acks="all", max_block_ms=20000, request_timeout_ms=15000,
+                             # as the Java console producer: a denied produce then fails on the topic
+                             # (Write), not on InitProducerId (IdempotentWrite on the cluster)
+                             enable_idempotence=False, **kafka_python_conf(stack, who))
+    try:
+        producer.send(topic, value.encode()).get(timeout=WAIT)
+        return True, ""
+    except KafkaPythonError as exc:
+        return False, kafka_python_error(exc)
+    finally:
+        producer.close(timeout=10)
+
+
+def kafka_python_consume_group(stack, who, topic, group, needle):
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError as KafkaPythonError
+    consumer = KafkaConsumer(group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
+                             session_timeout_ms=10000, **kafka_python_conf(stack, who))
+    seen, errors = False, []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + WAIT
+        while not seen and time.monotonic() < deadline:
+            try:
+                batches = consumer.poll(timeout_ms=500)
+            except KafkaPythonError as exc:
+                errors.append(kafka_python_error(exc))
+                if "AUTHORIZATION" in errors[-1].upper():
+                    break
+                continue
+            seen = any(record.value == needle.encode() for records in batches.values() for record in records)
+        if seen:
+            consumer.commit()
+    finally:
+        consumer.close()
+    return seen, "\n".join(errors)
+
+
+def kafka_python_read(stack, who, topic):
+    from kafka import KafkaConsumer, TopicPartition as KafkaPythonPartition
+    from kafka.errors import KafkaError as KafkaPythonError
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **kafka_python_conf(stack, who))
+    errors, got = [], 0
+    try:
+        tp = KafkaPythonPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any("TOPIC_AUTH" in e for e in errors):
+            try:
+                got += sum(len(records) for records in consumer.poll(timeout_ms=500).values())
+            except KafkaPythonError as exc:
+                errors.append(kafka_python_error(exc))
+    finally:
+        consumer.close()
+    return "\n".join(errors) + f"\n(messages read: {got})"
+
+
 def _kcat_bounded(stack, who, topic):
-    import subprocess
     try:
         r = stack.kcat(who, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-c", "1", timeout=15)
         return r.stdout + r.stderr
