@@ -10,54 +10,71 @@ CARGO := cargo
 FUZZ_SECONDS ?= 60
 FUZZ_TOOLCHAIN ?= nightly-2026-10-29
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
+KAFKA_MATRIX ?= 3.9.2 4.0.2 4.4.0
+# The non-default Kafka version `make test` also runs (a representative part of the suite, see e2e-kafka-3.9).
+KAFKA_TEST_VERSION ?= 3.9.2
+KAFKA_TEST_SUBSET ?= e2e/tests/test_clients.py e2e/tests/test_refusals.py e2e/tests/test_signed_tokens.py e2e/tests/test_reauthentication.py
 
-.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
+.PHONY: help setup rust-target wasm cli bench oci deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec e2e-matrix e2e-kafka-matrix completions clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
-	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, e2e"
+	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, e2e (Kafka 4.4.0 + 3.9.2), deploy-check"
 	@echo "make wasm        build $(WASM)"
 	@echo "make stack-up    start Kafka + Envoy + filter on loopback (writes e2e/.state/stack.env)"
 	@echo "make stack-down  stop what stack-up started"
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
+	@echo "make e2e-kafka-matrix run the whole e2e suite on Kafka $(KAFKA_MATRIX)"
 	@echo "make oci         OCI image of the .wasm for Istio's WasmPlugin; prints the sha256 to use"
-	@echo "make deploy-check validate every Istio/Kafka manifest offline and check the OCI image"
+	@echo "make deploy-check validate every Istio/Kafka/Strimzi manifest, the dashboard and alerts offline; check the OCI image"
+	@echo "make cli         build target/release/kafka-identity; make completions: its bash/zsh/fish completions"
 	@echo "make e2e-kind    kind + Istio end to end (needs a Docker engine)"
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
 	@echo "make bench-codec criterion benchmark of the request scanner"
 	@echo "make bench       filter cost vs the same path without it; writes docs/benchmarks.md (~12 min)"
 
 setup:
-	scripts/install-deps
+	scripts/install-deps --kafka-versions "$(KAFKA_TEST_VERSION)"
 
-wasm:
+# The .wasm target only (idempotent, seconds): what `make wasm` needs on a fresh clone.
+rust-target:
+	rustup target add $(WASM_TARGET)
+
+wasm: rust-target
 	$(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 
-lint:
+lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -j $(CARGO_JOBS) --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter -- -D warnings
 	shellcheck -x scripts/install-deps scripts/install-fuzz .ci/run e2e/run e2e/run-matrix e2e/demo \
 	  e2e/local/stack-up e2e/local/stack-down e2e/local/envoy-restart e2e/local/filter-update \
 	  e2e/local/issue-cert e2e/local/smoke e2e/local/lib.sh kafka-codec/tests/data/capture.sh \
-	  bench/run bench/install scripts/install-deploy-tools scripts/validate-manifests
+	  bench/run bench/install scripts/install-deploy-tools scripts/validate-manifests \
+	  scripts/install-e2e-clients scripts/install-promtool scripts/validate-observability e2e/run-kafka-matrix
+	cd e2e/clients/go && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
 
-unit:
+unit: setup
 	$(CARGO) test -j $(CARGO_JOBS) --workspace
 
 cli:
 	$(CARGO) build -j $(CARGO_JOBS) --release -p kafka-identity-cli
 
-e2e: wasm cli
+e2e: setup wasm cli
 	e2e/run
 
-test: setup lint unit wasm cli e2e deploy-check
+# Kafka $(KAFKA_TEST_VERSION) in `make test`: the clients, refusals, signed tokens (JWKS validator) and
+# re-authentication tests, where broker versions differ; the whole suite runs in e2e-kafka-matrix.
+e2e-kafka-3.9: setup wasm cli
+	KAFKA_IDENTITY_KAFKA_VERSION=$(KAFKA_TEST_VERSION) e2e/run $(KAFKA_TEST_SUBSET)
+
+test: setup lint unit wasm cli e2e e2e-kafka-3.9 deploy-check
 
 demo: setup wasm
 	e2e/demo
 
-stack-up: wasm
+stack-up: setup wasm
 	e2e/local/stack-up
 
 stack-down:
@@ -66,6 +83,16 @@ stack-down:
 e2e-matrix: setup wasm
 	scripts/install-deps --envoy-versions "$(ENVOY_MATRIX)"
 	e2e/run-matrix $(ENVOY_MATRIX)
+
+e2e-kafka-matrix: setup wasm cli
+	scripts/install-deps --kafka-versions "$(KAFKA_MATRIX)"
+	e2e/run-kafka-matrix $(KAFKA_MATRIX)
+
+# Shell completions of the CLI: target/completions/kafka-identity.{bash,zsh,fish}
+completions: cli
+	mkdir -p target/completions
+	for sh in bash zsh fish; do target/release/kafka-identity completions $$sh > target/completions/kafka-identity.$$sh; done
+	@echo "wrote target/completions/kafka-identity.{bash,zsh,fish}"
 
 fuzz:
 	scripts/install-fuzz
@@ -77,11 +104,14 @@ fuzz:
 oci: wasm
 	scripts/oci-image
 
-# Offline: istioctl (from the Go module proxy), kubeconform with Kubernetes and Istio
-# schemas, envoy --mode validate on the patches, shellcheck; then the OCI image test.
-deploy-check: wasm
+# Offline: istioctl (from the Go module proxy), kubeconform with Kubernetes, Istio, Strimzi and
+# PrometheusRule schemas, envoy --mode validate on the patches, shellcheck; promtool on the alerts
+# and the dashboard's queries; then the OCI image test.
+deploy-check: setup wasm
 	scripts/install-deploy-tools
 	scripts/validate-manifests --no-install
+	scripts/install-promtool
+	scripts/validate-observability --no-install
 	.tools/venv/bin/python -m pytest -q -p no:cacheprovider deploy/tests
 
 e2e-kind: wasm
