@@ -74,12 +74,20 @@ fn help_exits_0_for_every_command() {
 
 #[test]
 fn version_names_the_package_version() {
-    for args in [vec!["--version"], vec!["-V"], vec!["explain", "--version"]] {
+    for (args, name) in [
+        (vec!["--version"], "kafka-identity"),
+        (vec!["-V"], "kafka-identity"),
+        (vec!["explain", "--version"], "kafka-identity-explain"),
+        (
+            vec!["config", "check", "--version"],
+            "kafka-identity-config-check",
+        ),
+    ] {
         let output = run(&args);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {output:?}");
         assert_eq!(
             text(&output.stdout).trim(),
-            format!("kafka-identity {}", env!("CARGO_PKG_VERSION"))
+            format!("{name} {}", env!("CARGO_PKG_VERSION"))
         );
     }
 }
@@ -95,8 +103,8 @@ fn completions_for_bash_zsh_and_fish() {
         assert_eq!(output.status.code(), Some(0), "{shell}: {output:?}");
         let script = text(&output.stdout);
         assert!(script.contains(marker), "{shell}: {script}");
-        // the subcommands and their options are in it
-        for word in ["explain", "keygen", "check", "--jwks-out"] {
+        // the subcommands and their options are in it (fish names options without dashes)
+        for word in ["explain", "keygen", "check", "jwks-out"] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
     }
