@@ -161,13 +161,15 @@ def kafka_python_error(exc):
     return f"{type(exc).__name__}: {getattr(exc, 'message', '')}: {exc}"
 
 
-def kafka_python_produce(stack, who, topic, value):
+def kafka_python_produce(stack, who, topic, value, library_defaults=False):
     from kafka import KafkaProducer
     from kafka.errors import KafkaError as KafkaPythonError
-    producer = KafkaProducer(acks="all", max_block_ms=20000, request_timeout_ms=15000,
-                             # as the Java console producer: a denied produce then fails on the topic
-                             # (Write), not on InitProducerId (IdempotentWrite on the cluster)
-                             enable_idempotence=False, **kafka_python_conf(stack, who))
+    settings = {} if library_defaults else {
+        "acks": "all", "max_block_ms": 20000, "request_timeout_ms": 15000,
+        # as the Java console producer: a denied produce then fails on the topic (Write), not on
+        # InitProducerId (IdempotentWrite on the cluster)
+        "enable_idempotence": False}
+    producer = KafkaProducer(**settings, **kafka_python_conf(stack, who))
     try:
         producer.send(topic, value.encode()).get(timeout=WAIT)
         return True, ""
@@ -254,6 +256,22 @@ def topic_values(stack, topic, until):
 
 
 # ---- tests -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("client", ["go", "kafka-python"])
+def test_producer_with_the_librarys_own_defaults(stack, client, run_id, envoy_log):
+    """Nothing but TLS and the bootstrap address set: the library's own producer defaults (both
+    idempotent by default, so InitProducerId goes through the filter too)."""
+    who, topic = "producer", stack.topic
+    value = f"{run_id}-{client}-defaults"
+    if client == "go":
+        r = go_client(stack, "produce", who, "--topic", topic, "--value", value, "--library-defaults")
+        ok, out = r.returncode == 0 and "produced" in r.stdout.splitlines(), r.stdout + r.stderr
+    else:
+        ok, out = kafka_python_produce(stack, who, topic, value, library_defaults=True)
+    assert ok, f"{client} with its default settings could not produce: {out}"
+    assert value.encode() in topic_values(stack, topic, until=admin_markers(stack, topic, run_id) + [value.encode()])
+    assert envoy_log.wait_for(f"identity={SPIFFE[who]} principal={SPIFFE[who]} token=unsecured outcome=authenticated")
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_producer_may_write_orders_but_not_read_it(stack, client, run_id, authorizer_log, envoy_log):
     who, topic = "producer", stack.topic

@@ -2,7 +2,9 @@
 // over TLS (the TLS stands in for its sidecar) with franz-go's defaults otherwise: no SASL, no
 // credentials. The e2e tests (e2e/tests/test_clients.py) run it and judge its output.
 //
-//	produce --topic T --value V          one record, acks=all; exit 0 when the broker acknowledged it
+//	produce --topic T --value V          one record, acks=all, not idempotent (as the Java console
+//	                                     producer in the same tests); --library-defaults: franz-go's
+//	                                     own producer defaults (idempotent, acks=all) instead
 //	consume --topic T --group G --value V  group consumer; exit 0 once V was read (and committed)
 //	read    --topic T [--partition P]    fetch partition P from the start without a group
 //
@@ -29,6 +31,7 @@ type options struct {
 	topic, group, value      string
 	partition                int
 	timeout                  time.Duration
+	libraryDefaults          bool
 }
 
 func usage() {
@@ -52,6 +55,7 @@ func main() {
 	fs.StringVar(&o.value, "value", "", "record value (produce) or the value to wait for (consume)")
 	fs.IntVar(&o.partition, "partition", 0, "partition (read)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
+	fs.BoolVar(&o.libraryDefaults, "library-defaults", false, "produce: franz-go's default producer settings")
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		usage()
 	}
@@ -118,12 +122,16 @@ func fail(err error) {
 }
 
 func produce(ctx context.Context, o options, common []kgo.Opt) error {
-	client, err := kgo.NewClient(append(common,
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// As the Java console producer in the same tests: without idempotence a denied
-		// produce fails on the topic (Write), not on InitProducerId (IdempotentWrite).
-		kgo.DisableIdempotentWrite(),
-	)...)
+	opts := common
+	if !o.libraryDefaults {
+		opts = append(opts,
+			kgo.RequiredAcks(kgo.AllISRAcks()),
+			// As the Java console producer in the same tests: without idempotence a denied
+			// produce fails on the topic (Write), not on InitProducerId (IdempotentWrite).
+			kgo.DisableIdempotentWrite(),
+		)
+	}
+	client, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
 	}
