@@ -20,9 +20,14 @@ KI_BENCH="${KAFKA_IDENTITY_BENCH:-0}"
 KI_ENVOY_PORT="${KAFKA_IDENTITY_ENVOY_PORT:-19443}"
 KI_ENVOY_ADMIN_PORT="${KAFKA_IDENTITY_ENVOY_ADMIN_PORT:-19901}"
 
-KI_KAFKA_VERSION=4.4.0
-KI_KAFKA_LIBS="${KI_TOOLS}/kafka/libs"
-KI_KAFKA_CP="${KI_KAFKA_LIBS}/*"
+# KAFKA_IDENTITY_KAFKA_VERSION picks .tools/kafka/<v>/libs (scripts/install-deps --kafka-versions).
+KI_KAFKA_VERSION="${KAFKA_IDENTITY_KAFKA_VERSION:-4.4.0}"
+ki_kafka_settings() { # derives the paths from KI_KAFKA_VERSION (again after ki_load_stack_ports)
+  KI_KAFKA_MAJOR="${KI_KAFKA_VERSION%%.*}"
+  KI_KAFKA_LIBS="${KI_TOOLS}/kafka/${KI_KAFKA_VERSION}/libs"
+  KI_KAFKA_CP="${KI_KAFKA_LIBS}/*"
+}
+ki_kafka_settings
 KI_KAFKA_DIR="${KI_STATE}/kafka"
 KI_KAFKA_PID="${KI_STATE}/kafka.pid"
 KI_KAFKA_HEAP="${KAFKA_IDENTITY_KAFKA_HEAP:--Xmx512m -Xms256m}"
@@ -48,8 +53,10 @@ ki_require_python() {
 ki_require_tools() {
   ki_require_python
   command -v java >/dev/null 2>&1 || ki_die "java not found (Kafka ${KI_KAFKA_VERSION} needs Java 17+)"
+  [[ "${KI_KAFKA_VERSION}" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] \
+    || ki_die "KAFKA_IDENTITY_KAFKA_VERSION=${KI_KAFKA_VERSION} is not a Kafka version (e.g. 3.9.2)"
   compgen -G "${KI_KAFKA_LIBS}/kafka_2.13-${KI_KAFKA_VERSION}.jar" >/dev/null \
-    || ki_die "Kafka jars missing in ${KI_KAFKA_LIBS}: run scripts/install-deps first"
+    || ki_die "Kafka ${KI_KAFKA_VERSION} jars missing in ${KI_KAFKA_LIBS}: run scripts/install-deps --kafka-versions \"${KI_KAFKA_VERSION}\""
 }
 
 # ---- environment for Envoy (read at every (re)start) -------------------------
@@ -166,12 +173,38 @@ ki_check_ports() { # name=port ...
 }
 
 # ---- Kafka tools ---------------------------------------------------------------
-# ki_kafka_tool MAINCLASS ARGS...: runs one of Kafka's tools with the installed classpath,
-# logging to stderr at WARN.
+# ki_kafka_class TOOL: the main class of one of Kafka's tools in KI_KAFKA_VERSION. Kafka 4.0
+# moved AclCommand and ConsoleProducer from Scala (kafka.*) to org.apache.kafka.tools.
+ki_kafka_class() {
+  case "$1:${KI_KAFKA_MAJOR}" in
+    StorageTool:*) echo kafka.tools.StorageTool ;;
+    AclCommand:3) echo kafka.admin.AclCommand ;;
+    AclCommand:*) echo org.apache.kafka.tools.AclCommand ;;
+    ConsoleProducer:3) echo kafka.tools.ConsoleProducer ;;
+    ConsoleProducer:*) echo org.apache.kafka.tools.ConsoleProducer ;;
+    ConsoleConsumer:*) echo org.apache.kafka.tools.consumer.ConsoleConsumer ;;
+    TopicCommand:*) echo org.apache.kafka.tools.TopicCommand ;;
+    *) ki_die "ki_kafka_class: unknown tool $1" ;;
+  esac
+}
+
+# ki_kafka_log_opts broker|tools: the JVM flag that points Kafka's logging at our config:
+# Kafka 3.x logs through reload4j (log4j 1.x properties), 4.x through log4j2 (XML).
+ki_kafka_log_opts() {
+  if [[ "${KI_KAFKA_MAJOR}" -lt 4 ]]; then
+    printf '%s' "-Dlog4j.configuration=file:${KI_LOCAL}/$([[ "$1" == broker ]] && echo kafka || echo tools)-log4j.properties"
+  else
+    printf '%s' "-Dlog4j2.configurationFile=${KI_LOCAL}/$([[ "$1" == broker ]] && echo kafka || echo tools)-log4j2.xml"
+  fi
+}
+
+# ki_kafka_tool TOOL ARGS...: runs one of Kafka's tools (a name for ki_kafka_class, or a main
+# class) with the installed classpath, logging to stderr at WARN.
 ki_kafka_tool() {
   local cls="$1"; shift
+  [[ "${cls}" == *.* ]] || cls="$(ki_kafka_class "${cls}")"
   java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
-    -Dlog4j2.configurationFile="${KI_LOCAL}/tools-log4j2.xml" \
+    "$(ki_kafka_log_opts tools)" \
     -cp "${KI_KAFKA_CP}" "${cls}" "$@"
 }
 
@@ -297,6 +330,9 @@ KAFKA_IDENTITY_ADMIN_CONFIG=${KI_ADMIN_CONFIG}
 KAFKA_IDENTITY_CLIENT_CONFIGS=${KI_STATE}/clients
 KAFKA_IDENTITY_KAFKA_CLASSPATH=${KI_KAFKA_CP}
 KAFKA_IDENTITY_KAFKA_VERSION=${KI_KAFKA_VERSION}
+KAFKA_IDENTITY_KAFKA_LOG_OPTS=$(ki_kafka_log_opts tools)
+KAFKA_IDENTITY_KAFKA_CONSOLE_PRODUCER=$(ki_kafka_class ConsoleProducer)
+KAFKA_IDENTITY_KAFKA_CONSOLE_CONSUMER=$(ki_kafka_class ConsoleConsumer)
 KAFKA_IDENTITY_KAFKA_LOG=${KI_KAFKA_DIR}/logs/server.log
 KAFKA_IDENTITY_AUTHORIZER_LOG=${KI_KAFKA_DIR}/authorizer.log
 KAFKA_IDENTITY_ENVOY_ADMIN=${KI_HOST}:${KI_ENVOY_ADMIN_PORT}
@@ -342,6 +378,8 @@ ki_load_stack_ports() {
       KAFKA_IDENTITY_ENVOY_ADMIN_PORT) KI_ENVOY_ADMIN_PORT="${val}" ;;
       KAFKA_IDENTITY_ENVOY_PLAIN_PORT) KI_ENVOY_PLAIN_PORT="${val}" ;;
       KAFKA_IDENTITY_BENCH) KI_BENCH="${val}" ;;
+      KAFKA_IDENTITY_KAFKA_VERSION) KI_KAFKA_VERSION="${val}" ;;
     esac
   done <"${KI_STACK_ENV}"
+  ki_kafka_settings
 }
