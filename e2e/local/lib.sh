@@ -17,6 +17,12 @@ KI_ENVOY_PLAIN_PORT="${KAFKA_IDENTITY_ENVOY_PLAIN_PORT:-19444}"   # Envoy TLS ->
 # KAFKA_IDENTITY_BENCH=1 (bench/): adds the broker PLAINTEXT listener and a second Envoy listener
 # (TLS + tcp_proxy, never the wasm filter) that it is advertised as.
 KI_BENCH="${KAFKA_IDENTITY_BENCH:-0}"
+# With KAFKA_IDENTITY_BENCH=1 and KAFKA_IDENTITY_BENCH_SIGNING=DIR (key.pem, jwks.json,
+# filter-config.json; bench/run makes them): a broker SIGNED listener that checks tokens against
+# the JWKS, behind a third Envoy listener whose filter signs (ES256), for the signed-mode benchmark.
+KI_BENCH_SIGNING="${KAFKA_IDENTITY_BENCH_SIGNING:-}"
+KI_SIGNED_PORT="${KAFKA_IDENTITY_SIGNED_PORT:-19096}"
+KI_ENVOY_SIGNED_PORT="${KAFKA_IDENTITY_ENVOY_SIGNED_PORT:-19445}"
 KI_ENVOY_PORT="${KAFKA_IDENTITY_ENVOY_PORT:-19443}"
 KI_ENVOY_ADMIN_PORT="${KAFKA_IDENTITY_ENVOY_ADMIN_PORT:-19901}"
 
@@ -146,14 +152,15 @@ ki_kafka_tool() {
 }
 
 # ---- Envoy -------------------------------------------------------------------
-# ki_wasm_typed_config CONFIG.json: the Wasm filter's typed_config as one line of JSON (which
-# is YAML). KAFKA_IDENTITY_VM_ENV_FILES="NAME=FILE ..." hands the VM environment variables
-# (vm_config.environment_variables) whose values are the files' contents, e.g. a signing key.
+# ki_wasm_typed_config CONFIG.json [VM_ID [ENV_FILES]]: the Wasm filter's typed_config as one line
+# of JSON (which is YAML). ENV_FILES (default KAFKA_IDENTITY_VM_ENV_FILES) = "NAME=FILE ..." hands
+# the VM environment variables (vm_config.environment_variables) whose values are the files'
+# contents, e.g. a signing key. VM_ID defaults to kafka_identity.
 ki_wasm_typed_config() {
-  "${KI_PYTHON}" - "${KI_WASM}" "$1" "${KAFKA_IDENTITY_VM_ENV_FILES:-}" <<'PY' || ki_die "cannot build the wasm filter config from $1"
+  "${KI_PYTHON}" - "${KI_WASM}" "$1" "${3-${KAFKA_IDENTITY_VM_ENV_FILES:-}}" "${2:-kafka_identity}" <<'PY' || ki_die "cannot build the wasm filter config from $1"
 import json, sys
-wasm, config, env = sys.argv[1], sys.argv[2], sys.argv[3]
-vm = {"vm_id": "kafka_identity", "runtime": "envoy.wasm.runtime.v8",
+wasm, config, env, vm_id = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+vm = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
       "code": {"local": {"filename": wasm}}}
 pairs = [item.split("=", 1) for item in env.split()]
 if pairs:
@@ -179,7 +186,7 @@ ki_envoy_write_ecds() {
 ki_envoy_write_config() {
   ki_envoy_settings
   mkdir -p "${KI_ENVOY_DIR}"
-  local filters="" major_minor bench_listener="" bench_cluster=""
+  local filters="" sfs_filter="" major_minor bench_listener="" bench_cluster=""
   major_minor="$(cut -d. -f1,2 <<<"${KI_ENVOY_VERSION}")"
   if [[ "${KI_NO_FILTER}" != "1" ]]; then
     [[ -f "${KI_WASM}" ]] || ki_die "wasm filter not found: ${KI_WASM} (build it, set KAFKA_IDENTITY_WASM, or set KAFKA_IDENTITY_NO_FILTER=1)"
@@ -191,7 +198,7 @@ ki_envoy_write_config() {
     # (Measured: 1.36.4 rejects on_downstream_tls_handshake, 1.37.0+ accept it.)
     local sfs="${KAFKA_IDENTITY_PEER_CERT_FILTER_STATE:-auto}"
     if [[ "${sfs}" == "1" || ( "${sfs}" == "auto" && "${major_minor}" == "1.38" ) ]]; then
-      filters+="
+      sfs_filter="
       - name: envoy.filters.network.set_filter_state
         typed_config:
           \"@type\": type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config
@@ -201,6 +208,7 @@ ki_envoy_write_config() {
             format_string:
               text_format_source:
                 inline_string: \"%DOWNSTREAM_PEER_CERT%\""
+      filters+="${sfs_filter}"
     fi
     if [[ "${KI_ECDS}" == "1" ]]; then
       # Delivered like Istio's WasmPlugin: by extension config discovery (here from a file),
@@ -243,7 +251,47 @@ ki_envoy_write_config() {
           \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: kafka_inbound_plain
           cluster: kafka_plain"
-    bench_cluster="
+    if [[ -n "${KI_BENCH_SIGNING}" ]]; then
+      # Signed mode: the same filter in its own VM, signing with the bench key, to the broker's
+      # SIGNED listener (JWKS validator).
+      bench_listener+="
+  - name: kafka_inbound_signed
+    address:
+      socket_address: { address: ${KI_HOST}, port_value: ${KI_ENVOY_SIGNED_PORT} }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: \"${KI_CERTS}/kafka.kafka.crt\" }
+              private_key: { filename: \"${KI_CERTS}/kafka.kafka.key\" }
+            validation_context:
+              trusted_ca: { filename: \"${KI_CA}\" }
+      filters:${sfs_filter}
+      - name: envoy.filters.network.wasm
+        typed_config: $(ki_wasm_typed_config "${KI_BENCH_SIGNING}/filter-config.json" kafka_identity_signed \
+                          "KAFKA_IDENTITY_SIGNING_KEY=${KI_BENCH_SIGNING}/key.pem")
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: kafka_inbound_signed
+          cluster: kafka_signed"
+      bench_cluster+="
+  - name: kafka_signed
+    type: STATIC
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: kafka_signed
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: ${KI_HOST}, port_value: ${KI_SIGNED_PORT} }"
+    fi
+    bench_cluster+="
   - name: kafka_plain
     type: STATIC
     connect_timeout: 5s
@@ -321,6 +369,7 @@ ki_envoy_start() {
   ki_envoy_prepare
   ki_check_ports "envoy=${KI_ENVOY_PORT}" "envoy-admin=${KI_ENVOY_ADMIN_PORT}"
   [[ "${KI_BENCH}" != "1" ]] || ki_check_ports "envoy-plain=${KI_ENVOY_PLAIN_PORT}"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_SIGNING}" ]] || ki_check_ports "envoy-signed=${KI_ENVOY_SIGNED_PORT}"
   local filter_desc="wasm ${KI_WASM}, config ${KI_FILTER_CONFIG}"
   [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO wasm filter (KAFKA_IDENTITY_NO_FILTER=1)"
   ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}), ${filter_desc}"
@@ -394,6 +443,15 @@ KAFKA_IDENTITY_BOOTSTRAP_NOFILTER=${KI_HOST}:${KI_ENVOY_PLAIN_PORT}
 KAFKA_IDENTITY_PLAINTEXT_LISTENER=${KI_HOST}:${KI_PLAINTEXT_PORT}
 KAFKA_IDENTITY_ENVOY_PLAIN_PORT=${KI_ENVOY_PLAIN_PORT}
 EOF
+    if [[ -n "${KI_BENCH_SIGNING}" ]]; then
+      cat >>"${KI_STACK_ENV}.tmp" <<EOF
+KAFKA_IDENTITY_BENCH_SIGNING=${KI_BENCH_SIGNING}
+KAFKA_IDENTITY_BOOTSTRAP_SIGNED=${KI_HOST}:${KI_ENVOY_SIGNED_PORT}
+KAFKA_IDENTITY_SIGNED_LISTENER=${KI_HOST}:${KI_SIGNED_PORT}
+KAFKA_IDENTITY_SIGNED_PORT=${KI_SIGNED_PORT}
+KAFKA_IDENTITY_ENVOY_SIGNED_PORT=${KI_ENVOY_SIGNED_PORT}
+EOF
+    fi
   fi
   mv -f "${KI_STACK_ENV}.tmp" "${KI_STACK_ENV}"
 }
@@ -413,6 +471,9 @@ ki_load_stack_ports() {
       KAFKA_IDENTITY_ENVOY_ADMIN_PORT) KI_ENVOY_ADMIN_PORT="${val}" ;;
       KAFKA_IDENTITY_ENVOY_PLAIN_PORT) KI_ENVOY_PLAIN_PORT="${val}" ;;
       KAFKA_IDENTITY_BENCH) KI_BENCH="${val}" ;;
+      KAFKA_IDENTITY_BENCH_SIGNING) KI_BENCH_SIGNING="${val}" ;;
+      KAFKA_IDENTITY_SIGNED_PORT) KI_SIGNED_PORT="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_SIGNED_PORT) KI_ENVOY_SIGNED_PORT="${val}" ;;
     esac
   done <"${KI_STACK_ENV}"
 }
