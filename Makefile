@@ -87,7 +87,7 @@ deploy-check: wasm
 e2e-kind: wasm
 	e2e/kind/run
 
-bench: setup wasm
+bench: setup wasm cli
 	bench/run
 
 bench-codec:
