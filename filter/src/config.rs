@@ -160,6 +160,20 @@ pub fn parse_with_env(
             "must not be empty",
         ));
     }
+    if raw.on_no_identity == NoIdentityPolicy::PassThrough
+        && raw.on_client_sasl == ClientSaslPolicy::AllowWithoutIdentity
+        && raw.signing.is_none()
+    {
+        // A broker that takes the filter's unsecured tokens takes anyone's: a client
+        // without a certificate would be passed through and could then authenticate
+        // itself with {"alg":"none"} and any `sub`, e.g. a super user.
+        return Err(field_error(
+            "on_client_sasl",
+            "allow_without_identity together with on_no_identity: pass_through needs signing \
+             (a broker that accepts unsecured tokens would let any client without a \
+             certificate choose its principal)",
+        ));
+    }
     let tokens = match raw.signing {
         None => TokenIssuer::Unsecured {
             lifetime_secs: raw.token_lifetime_seconds,
@@ -272,14 +286,27 @@ mod tests {
 
     #[test]
     fn policies_parse() {
-        let c = parse(
-            br#"{"on_no_identity": "pass_through", "on_client_sasl": "allow_without_identity"}"#,
-        )
-        .unwrap();
+        let c = parse(br#"{"on_no_identity": "pass_through"}"#).unwrap();
         assert_eq!(c.session.on_no_identity, NoIdentityPolicy::PassThrough);
+        assert_eq!(c.session.on_client_sasl, ClientSaslPolicy::Reject);
+        let c = parse(br#"{"on_client_sasl": "allow_without_identity"}"#).unwrap();
         assert_eq!(
             c.session.on_client_sasl,
             ClientSaslPolicy::AllowWithoutIdentity
+        );
+    }
+
+    #[test]
+    fn clients_choosing_their_own_principal_is_refused_without_signing() {
+        // Passed-through clients that may speak SASL themselves, in front of a broker that
+        // accepts unsecured tokens (no `signing`): any client without a certificate could
+        // send {"alg":"none"} with sub=admin.
+        let why = err(
+            r#"{"on_no_identity": "pass_through", "on_client_sasl": "allow_without_identity"}"#,
+        );
+        assert!(
+            why.starts_with("on_client_sasl: allow_without_identity together with on_no_identity: pass_through needs signing"),
+            "{why}"
         );
     }
 }

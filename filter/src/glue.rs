@@ -1,26 +1,62 @@
-//! The thin proxy-wasm layer: reads Envoy's properties and buffers, feeds the session,
-//! carries out its decisions. Every host call goes through `hostcalls`, which return
-//! errors instead of panicking like the SDK's convenience methods do.
+//! The thin proxy-wasm layer: the SDK dispatches Envoy's callbacks to the contexts here;
+//! every host call goes through `abi`, which returns errors instead of panicking. The
+//! connection logic itself is `connection::Connection`, tested natively.
 
-use std::ops::Range;
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use log::{debug, error, info, warn};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MetricType, PeerType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, PeerType};
 
+use crate::abi::{self, EnvoyBuffer, EnvoyClock};
 use crate::config::{self, FilterConfig};
+use crate::connection::Connection;
+use crate::host::HostError;
+use crate::latest::{filter_key, Latest};
 use crate::peer::{self, PeerProperties};
-use crate::session::{ChunkSource, Identification, Refusal, RefusalKind, Session, Start};
+use crate::session::{Identification, Refusal, RefusalKind};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
+    // Our own logger and panic hook: the SDK's unwrap the status of the log call.
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    std::panic::set_hook(Box::new(|info| abi::log(LogLevel::Critical, &info.to_string())));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Counter ids, defined once per VM.
+struct Logger;
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        abi::log(level, &record.args().to_string());
+    }
+
+    fn flush(&self) {}
+}
+
+thread_local! {
+    /// The newest configuration of each filter in this VM (see `latest`).
+    static LATEST: RefCell<Latest<Configured>> = RefCell::new(Latest::default());
+}
+
+/// Counter ids, defined once per configuration.
 struct Metrics {
     connections: u32,
     authenticated: u32,
@@ -33,12 +69,8 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn define(prefix: &str) -> Result<Self, String> {
-        let counter = |name: &str| {
-            let full = format!("{prefix}.{name}");
-            hostcalls::define_metric(MetricType::Counter, &full)
-                .map_err(|status| format!("cannot define metric {full}: {status:?}"))
-        };
+    fn define(prefix: &str) -> Result<Self, HostError> {
+        let counter = |name: &str| abi::define_counter(&format!("{prefix}.{name}"));
         Ok(Self {
             connections: counter("connections")?,
             authenticated: counter("authenticated")?,
@@ -53,7 +85,7 @@ impl Metrics {
 
     fn bump(&self, id: u32) {
         // A failed counter update must not affect the connection.
-        let _ = hostcalls::increment_metric(id, 1);
+        let _ = abi::increment_counter(id);
     }
 
     fn refusal(&self, kind: RefusalKind) -> u32 {
@@ -61,7 +93,7 @@ impl Metrics {
             RefusalKind::NoIdentity => self.rejected_no_identity,
             RefusalKind::AuthFailed => self.auth_failed,
             RefusalKind::ClientSasl => self.rejected_client_sasl,
-            RefusalKind::Protocol => self.protocol_errors,
+            RefusalKind::Protocol | RefusalKind::Host => self.protocol_errors,
         }
     }
 }
@@ -69,21 +101,38 @@ impl Metrics {
 struct Configured {
     config: FilterConfig,
     metrics: Metrics,
+    /// The issuer shared with connections that re-authenticate under a newer configuration.
+    tokens: Rc<crate::token::TokenIssuer>,
 }
 
 #[derive(Default)]
 struct Root {
     configured: Option<Rc<Configured>>,
+    /// This filter's key in `LATEST`.
+    filter: String,
 }
 
 impl Context for Root {}
 
+fn property_string(path: &[&str]) -> Option<String> {
+    abi::get_property(path)
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
 impl RootContext for Root {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        // One line per VM: shows whether a configuration update kept the VM.
+        info!("kafka-identity: VM started");
+        true
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(bytes) => bytes.unwrap_or_default(),
-            Err(status) => {
-                error!("kafka-identity: cannot read plugin configuration: {status:?}");
+        let raw = match abi::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                error!("kafka-identity: cannot read plugin configuration: {e}");
                 return false;
             }
         };
@@ -97,25 +146,48 @@ impl RootContext for Root {
         let metrics = match Metrics::define(&config.stat_prefix) {
             Ok(metrics) => metrics,
             Err(e) => {
-                error!("kafka-identity: {e}");
+                error!("kafka-identity: cannot define counters: {e}");
                 return false;
             }
         };
+        let plugin = property_string(&["plugin_name"]).unwrap_or_default();
+        let root_id = property_string(&["plugin_root_id"]).unwrap_or_default();
+        self.filter = filter_key(&plugin, &root_id);
         info!(
-            "kafka-identity: configured (stat_prefix {}, on_no_identity {:?}, on_client_sasl {:?})",
-            config.stat_prefix, config.session.on_no_identity, config.session.on_client_sasl
+            "kafka-identity: configured (plugin {plugin}, stat_prefix {}, on_no_identity {:?}, \
+             on_client_sasl {:?}, token {})",
+            config.stat_prefix,
+            config.session.on_no_identity,
+            config.session.on_client_sasl,
+            config.session.tokens.describe()
         );
-        self.configured = Some(Rc::new(Configured { config, metrics }));
+        let tokens = Rc::new(config.session.tokens.clone());
+        let configured = Rc::new(Configured {
+            config,
+            metrics,
+            tokens,
+        });
+        LATEST.with(|latest| {
+            latest
+                .borrow_mut()
+                .publish(&self.filter, Rc::clone(&configured))
+        });
+        self.configured = Some(configured);
         true
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
-        let configured = self.configured.clone()?;
-        let mut session = Session::new(&configured.config.session);
-        session.set_token_nonce((now_ms() << 20) ^ u64::from(context_id));
-        Some(Box::new(Connection {
+        // Returning None would make the SDK panic; a connection without a configuration
+        // (not reachable while Envoy only routes to configured filters) is refused.
+        let configured = self.configured.clone();
+        let nonce = abi::now_ms().map(|ms| ms << 20).unwrap_or(0) ^ u64::from(context_id);
+        let connection = configured
+            .as_ref()
+            .map(|c| Connection::new(&c.config.session, nonce));
+        Some(Box::new(Stream {
             configured,
-            session,
+            filter: self.filter.clone(),
+            connection,
             source: None,
             identity: None,
             principal: None,
@@ -128,215 +200,163 @@ impl RootContext for Root {
     }
 }
 
-struct Connection {
-    configured: Rc<Configured>,
-    session: Session,
+struct Stream {
+    configured: Option<Rc<Configured>>,
+    filter: String,
+    connection: Option<Connection>,
     source: Option<String>,
     identity: Option<String>,
     principal: Option<String>,
     closed: bool,
 }
 
-/// Envoy's buffer for one direction, read range by range.
-struct EnvoyBuffer(BufferType);
-
-impl ChunkSource for EnvoyBuffer {
-    fn read(&mut self, range: Range<usize>) -> Option<Vec<u8>> {
-        let len = range.len();
-        match hostcalls::get_buffer(self.0, range.start, len) {
-            Ok(Some(bytes)) => Some(bytes),
-            Ok(None) if len == 0 => Some(Vec::new()),
-            _ => None,
-        }
-    }
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    abi::get_property(path).ok().flatten()
 }
 
-fn property(path: Vec<&str>) -> Option<Vec<u8>> {
-    hostcalls::get_property(path).ok().flatten()
-}
-
-fn property_string(path: Vec<&str>) -> Option<String> {
-    property(path).and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
-        .unwrap_or(0)
-}
-
-impl Connection {
-    fn metrics(&self) -> &Metrics {
-        &self.configured.metrics
-    }
-
-    /// Read once, on the first downstream data: the TLS handshake is complete by then.
-    fn read_peer(&mut self) -> Identification {
-        self.source = property_string(vec!["source", "address"]);
-        let key = self
-            .configured
-            .config
-            .peer_certificate_filter_state_key
-            .as_str();
-        let mtls = property(vec!["connection", "mtls"])
-            .map(|b| b.first() == Some(&1))
-            .unwrap_or(false);
-        let props = if mtls {
-            let certificate_pem = property(vec!["connection", "peer_certificate"]);
-            let filter_state_pem = if certificate_pem.is_none() {
-                property(vec!["filter_state", key])
-            } else {
-                None
-            };
-            let fallback = certificate_pem.is_none() && filter_state_pem.is_none();
-            PeerProperties {
-                mtls,
-                certificate_pem,
-                filter_state_pem,
-                uri_san: fallback
-                    .then(|| property_string(vec!["connection", "uri_san_peer_certificate"]))
-                    .flatten(),
-                subject: fallback
-                    .then(|| property_string(vec!["connection", "subject_peer_certificate"]))
-                    .flatten(),
-            }
+/// What Envoy exposes about the peer; read once, on the first downstream data (the TLS
+/// handshake is complete by then).
+fn read_peer(config: &FilterConfig) -> Identification {
+    let mtls = property(&["connection", "mtls"])
+        .map(|b| b.first() == Some(&1))
+        .unwrap_or(false);
+    let props = if mtls {
+        let certificate_pem = property(&["connection", "peer_certificate"]);
+        let filter_state_pem = if certificate_pem.is_none() {
+            property(&["filter_state", &config.peer_certificate_filter_state_key])
         } else {
-            PeerProperties::default()
+            None
         };
-        let identification = peer::identify(&self.configured.config.mapper, &props);
-        match &identification {
-            Identification::Principal {
-                identity,
-                principal,
-            } => {
-                self.identity = Some(identity.clone());
-                self.principal = Some(principal.clone());
-            }
-            Identification::NoPrincipal { identity, .. } => self.identity = Some(identity.clone()),
-            Identification::NoMtls => {}
+        let fallback = certificate_pem.is_none() && filter_state_pem.is_none();
+        PeerProperties {
+            mtls,
+            certificate_pem,
+            filter_state_pem,
+            uri_san: fallback
+                .then(|| property_string(&["connection", "uri_san_peer_certificate"]))
+                .flatten(),
+            subject: fallback
+                .then(|| property_string(&["connection", "subject_peer_certificate"]))
+                .flatten(),
         }
-        identification
-    }
+    } else {
+        PeerProperties::default()
+    };
+    peer::identify(&config.mapper, &props)
+}
 
+impl Stream {
     fn describe(&self) -> String {
+        let token = self
+            .connection
+            .as_ref()
+            .map(|c| c.session().last_token())
+            .filter(|t| !t.is_empty())
+            .unwrap_or("-");
         format!(
-            "source={} identity={} principal={} token={}",
+            "source={} identity={} principal={} token={token}",
             self.source.as_deref().unwrap_or("-"),
             self.identity.as_deref().unwrap_or("-"),
             self.principal.as_deref().unwrap_or("-"),
-            self.configured.config.session.tokens.describe(),
         )
     }
 
+    fn bump(&self, pick: impl Fn(&Metrics) -> u32) {
+        if let Some(c) = &self.configured {
+            c.metrics.bump(pick(&c.metrics));
+        }
+    }
+
     fn refuse(&mut self, refusal: Refusal) {
-        self.metrics().bump(self.metrics().refusal(refusal.kind));
+        self.bump(|m| m.refusal(refusal.kind));
         warn!(
             "kafka-identity: {} outcome={} reason=\"{}\"",
             self.describe(),
-            outcome_name(refusal.kind),
+            refusal.kind.outcome(),
             refusal.message
         );
         self.closed = true;
-        if let Err(status) = hostcalls::close_downstream() {
-            error!("kafka-identity: cannot close connection: {status:?}");
+        if let Err(e) = abi::close_downstream() {
+            error!("kafka-identity: cannot close connection: {e}");
         }
     }
 
     fn downstream(&mut self, size: usize) -> Result<(), Refusal> {
-        let configured = Rc::clone(&self.configured);
-        let settings = &configured.config.session;
-        let now = now_ms();
-        let mut inject = None;
-        if !self.session.is_started() {
-            let identification = self.read_peer();
-            match self.session.start(settings, &identification, now)? {
-                Start::Inject(bytes) => inject = Some(bytes),
-                Start::PassThrough => {
-                    self.metrics().bump(self.metrics().passed_through);
-                    info!(
-                        "kafka-identity: {} outcome=passed_through reason=\"{}\"",
-                        self.describe(),
-                        match &identification {
-                            Identification::NoMtls => "no mTLS".to_owned(),
-                            Identification::NoPrincipal { reason, .. } => reason.clone(),
-                            Identification::Principal { .. } => String::new(),
-                        }
-                    );
-                }
-            }
-        }
-        let reauth = self.session.downstream(
-            settings,
+        let (Some(configured), Some(connection)) = (self.configured.clone(), &mut self.connection)
+        else {
+            return Err(Refusal::new(
+                RefusalKind::Protocol,
+                "the filter has no configuration",
+            ));
+        };
+        // Re-authentications sign with the newest configuration of this filter.
+        let newest = LATEST
+            .with(|latest| latest.borrow().get(&self.filter))
+            .unwrap_or_else(|| Rc::clone(&configured));
+        connection.set_token_issuer(Rc::clone(&newest.tokens));
+        let config = &configured.config;
+        let opened = connection.downstream(
+            &config.session,
             size,
             &mut EnvoyBuffer(BufferType::DownstreamData),
-            now,
-        )?;
-        let cannot = |s: proxy_wasm::types::Status| Refusal {
-            kind: RefusalKind::Protocol,
-            message: format!("cannot inject SASL requests: {s:?}"),
-        };
-        if let Some(bytes) = inject {
-            hostcalls::set_buffer(BufferType::DownstreamData, 0, 0, &bytes).map_err(cannot)?;
-        }
-        if let Some(injection) = reauth {
-            // Envoy drains `offset` bytes from the front and puts the replacement there:
-            // the bytes before the frame boundary, then the SASL requests.
-            let mut replacement = EnvoyBuffer(BufferType::DownstreamData)
-                .read(0..injection.offset)
-                .ok_or(Refusal {
-                    kind: RefusalKind::Protocol,
-                    message: "cannot read client bytes before the re-authentication point"
-                        .to_owned(),
-                })?;
-            replacement.extend_from_slice(&injection.bytes);
-            hostcalls::set_buffer(
-                BufferType::DownstreamData,
-                0,
-                injection.offset,
-                &replacement,
-            )
-            .map_err(cannot)?;
+            &mut EnvoyClock,
+            || read_peer(config),
+        );
+        if let Some(opened) = opened? {
+            self.source = property_string(&["source", "address"]);
+            match &opened.identification {
+                Identification::Principal {
+                    identity,
+                    principal,
+                } => {
+                    self.identity = Some(identity.clone());
+                    self.principal = Some(principal.clone());
+                }
+                Identification::NoPrincipal { identity, .. } => {
+                    self.identity = Some(identity.clone())
+                }
+                Identification::NoMtls => {}
+            }
+            if opened.passed_through {
+                self.bump(|m| m.passed_through);
+                let reason = match &opened.identification {
+                    Identification::NoMtls => "no mTLS",
+                    Identification::NoPrincipal { reason, .. } => reason.as_str(),
+                    Identification::Principal { .. } => "",
+                };
+                info!(
+                    "kafka-identity: {} outcome=passed_through reason=\"{reason}\"",
+                    self.describe()
+                );
+            }
         }
         Ok(())
     }
 
     fn upstream(&mut self, size: usize) -> Result<(), Refusal> {
-        let configured = Rc::clone(&self.configured);
-        let outcome = self.session.upstream(
+        let (Some(configured), Some(connection)) = (self.configured.clone(), &mut self.connection)
+        else {
+            return Err(Refusal::new(
+                RefusalKind::Protocol,
+                "the filter has no configuration",
+            ));
+        };
+        let authenticated = connection.upstream(
             &configured.config.session,
             size,
             &mut EnvoyBuffer(BufferType::UpstreamData),
-            now_ms(),
+            &mut EnvoyClock,
         )?;
-        if let Some(edits) = outcome.edits {
-            let result = match edits.front_only() {
-                Some(drop) => {
-                    hostcalls::set_buffer(BufferType::UpstreamData, 0, drop, &edits.prepend)
-                }
-                None => {
-                    let chunk = EnvoyBuffer(BufferType::UpstreamData)
-                        .read(0..size)
-                        .unwrap_or_default();
-                    hostcalls::set_buffer(BufferType::UpstreamData, 0, size, &edits.apply(&chunk))
-                }
-            };
-            result.map_err(|s| Refusal {
-                kind: RefusalKind::Protocol,
-                message: format!("cannot rewrite broker bytes: {s:?}"),
-            })?;
-        }
-        if let Some(auth) = outcome.authenticated {
+        if let Some(auth) = authenticated {
             if auth.reauthentication {
-                self.metrics().bump(self.metrics().reauthenticated);
+                self.bump(|m| m.reauthenticated);
                 debug!(
                     "kafka-identity: {} outcome=reauthenticated session_lifetime_ms={}",
                     self.describe(),
                     auth.session_lifetime_ms
                 );
             } else {
-                self.metrics().bump(self.metrics().authenticated);
+                self.bump(|m| m.authenticated);
                 info!(
                     "kafka-identity: {} outcome=authenticated session_lifetime_ms={}",
                     self.describe(),
@@ -348,21 +368,12 @@ impl Connection {
     }
 }
 
-fn outcome_name(kind: RefusalKind) -> &'static str {
-    match kind {
-        RefusalKind::NoIdentity => "rejected_no_identity",
-        RefusalKind::AuthFailed => "auth_failed",
-        RefusalKind::ClientSasl => "rejected_client_sasl",
-        RefusalKind::Protocol => "protocol_error",
-    }
-}
+impl Context for Stream {}
 
-impl Context for Connection {}
-
-impl StreamContext for Connection {
+impl StreamContext for Stream {
     fn on_new_connection(&mut self) -> Action {
         // Too early for the peer certificate: the TLS handshake has not finished.
-        self.metrics().bump(self.metrics().connections);
+        self.bump(|m| m.connections);
         Action::Continue
     }
 
@@ -388,8 +399,7 @@ impl StreamContext for Connection {
             return Action::Continue;
         }
         if let Err(refusal) = self.upstream(data_size) {
-            // Nothing of a failed authentication reaches the client.
-            let _ = hostcalls::set_buffer(BufferType::UpstreamData, 0, data_size, &[]);
+            // The connection driver has dropped the chunk already.
             self.refuse(refusal);
         }
         Action::Continue
@@ -398,9 +408,10 @@ impl StreamContext for Connection {
     fn on_downstream_close(&mut self, _peer_type: PeerType) {}
 }
 
-/// Environment variables of the VM (`vm_config.environment_variables`). Envoy serves them
-/// through the WASI calls below to every module; `std::env` has none on
-/// wasm32-unknown-unknown, so the calls are declared here.
+/// Environment variables of the VM: `vm_config.environment_variables` (`host_env_keys`,
+/// copied from Envoy's own environment, or `key_values`). Envoy serves them through the
+/// WASI calls below to every module; `std::env` has none on wasm32-unknown-unknown, so the
+/// calls are declared here.
 mod wasi_env {
     #[link(wasm_import_module = "wasi_snapshot_preview1")]
     extern "C" {

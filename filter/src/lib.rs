@@ -1,13 +1,23 @@
 //! kafka-identity: an Envoy network filter that authenticates each Kafka connection to
 //! the broker as the principal derived from the client's mTLS certificate.
 //!
-//! `session`, `peer`, `token` and `config` are plain Rust, tested natively; `glue` is the
-//! thin proxy-wasm layer and only exists in the .wasm build.
+//! Everything but `glue` and `abi` is plain Rust, tested natively: `session` (one
+//! connection's state machine), `connection` (drives a session against a [`host`]: the
+//! buffers, the clock), `splice` (buffer edits), `latest` (the newest configuration per
+//! filter in a VM), `peer`, `token`, `config`. `abi` calls Envoy's host functions and
+//! returns their errors; `glue` is the thin proxy-wasm layer. Both only exist in the
+//! .wasm build.
 
 pub mod config;
+pub mod connection;
+pub mod host;
+pub mod latest;
 pub mod peer;
 pub mod session;
+pub mod splice;
 pub mod token;
 
+#[cfg(target_arch = "wasm32")]
+mod abi;
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -1,7 +1,9 @@
 //! One connection's state machine, sans-IO: the glue feeds it events (first data with
 //! the peer's identity, downstream and upstream chunks) and carries out its decisions.
 
+use std::fmt;
 use std::ops::Range;
+use std::rc::Rc;
 
 use kafka_codec::sasl::{self, AuthenticateResponse};
 use kafka_codec::{
@@ -10,11 +12,14 @@ use kafka_codec::{
 };
 use serde::Deserialize;
 
+pub use crate::host::ChunkSource;
+use crate::host::HostError;
 use crate::token::TokenIssuer;
 
-/// Correlation ids of the injected requests. Kafka's Java client reserves the top eight
-/// ids for its own SASL requests and never uses them for ordinary requests, so they cannot
-/// collide with a client's ids; the injected answers also arrive before any client answer.
+/// Correlation ids of the injected requests, inside the range Kafka's Java client reserves
+/// for its own SASL requests (the top eight ids). Answers are not matched by id, though: a
+/// client may use any id, so the filter counts the requests awaiting an answer and removes
+/// the responses at its own requests' positions, then checks that they carry these ids.
 pub const HANDSHAKE_CORRELATION_ID: i32 = i32::MAX - 7;
 pub const AUTHENTICATE_CORRELATION_ID: i32 = i32::MAX - 6;
 /// SaslAuthenticate v2 (Kafka 2.5+): flexible encoding, carries the session lifetime.
@@ -54,9 +59,23 @@ pub struct SessionSettings {
     pub reauthenticate: bool,
 }
 
-/// Re-authenticate once this share of the session lifetime has passed, like Kafka's Java
-/// client (85-95%): early enough that a busy broker answers before the session ends.
-const REAUTH_AT_PERCENT: u64 = 85;
+/// Re-authenticate once 85% to 95% of the session lifetime has passed, like Kafka's Java
+/// client: early enough that a busy broker answers before the session ends, and spread so
+/// that connections opened together do not all re-authenticate together.
+const REAUTH_EARLIEST_PERMILLE: u64 = 850;
+const REAUTH_SPREAD_PERMILLE: u64 = 100;
+
+/// Where in the session to re-authenticate, in per mille of its lifetime: drawn from the
+/// connection's nonce and the authentication's sequence number (SplitMix64), so it differs
+/// between connections and authentications yet is reproducible for a given nonce.
+fn reauth_permille(nonce: u64, sequence: u64) -> u64 {
+    let mut z = nonce ^ sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    REAUTH_EARLIEST_PERMILLE + z % (REAUTH_SPREAD_PERMILLE + 1)
+}
 
 /// What the glue found out about the peer on the first downstream data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,23 +85,28 @@ pub enum Identification {
     NoPrincipal { identity: String, reason: String },
 }
 
-/// Reads ranges of the chunk being processed (from Envoy's buffer, or a slice in tests).
-pub trait ChunkSource {
-    fn read(&mut self, range: Range<usize>) -> Option<Vec<u8>>;
-}
-
-impl ChunkSource for &[u8] {
-    fn read(&mut self, range: Range<usize>) -> Option<Vec<u8>> {
-        self.get(range).map(<[u8]>::to_vec)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalKind {
     NoIdentity,
     AuthFailed,
     ClientSasl,
     Protocol,
+    /// The host (Envoy) failed a call the filter cannot do without: a buffer read or
+    /// write, the clock.
+    Host,
+}
+
+impl RefusalKind {
+    /// The `outcome=` of the log line.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            RefusalKind::NoIdentity => "rejected_no_identity",
+            RefusalKind::AuthFailed => "auth_failed",
+            RefusalKind::ClientSasl => "rejected_client_sasl",
+            RefusalKind::Protocol => "protocol_error",
+            RefusalKind::Host => "host_error",
+        }
+    }
 }
 
 /// The connection must be closed; `message` is for the log.
@@ -93,13 +117,26 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(kind: RefusalKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
         }
     }
+
+    /// A host call failed while doing `what`.
+    pub fn host(what: &str, error: HostError) -> Self {
+        Self::new(RefusalKind::Host, format!("{what}: {error}"))
+    }
 }
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.outcome(), self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// The decision on the first downstream data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,8 +194,16 @@ pub struct Session {
     reauth_at_ms: Option<u64>,
     reauth_in_flight: bool,
     authentications: u64,
-    /// Makes signed tokens' `jti` unique across connections.
+    /// Makes signed tokens' `jti` unique across connections; seeds the re-authentication
+    /// point.
     token_nonce: u64,
+    /// Where tokens come from when set: the newest configuration the VM received, so a
+    /// re-authentication on a long-lived connection uses the current signing key.
+    issuer: Option<Rc<TokenIssuer>>,
+    /// `TokenIssuer::describe` of the issuer of the last token sent.
+    last_token: String,
+    /// The first request has been checked (connections the filter does not authenticate).
+    opened: bool,
 }
 
 impl Session {
@@ -175,24 +220,40 @@ impl Session {
             requests: RequestScanner::new(RequestScannerConfig {
                 max_frame_bytes: settings.max_frame_bytes,
                 depth,
-                max_client_id_bytes: 0,
             }),
-            responses: ResponseScanner::new(ResponseScannerConfig {
-                max_frame_bytes: settings.max_frame_bytes,
-                ..Default::default()
-            }),
+            responses: ResponseScanner::new(ResponseScannerConfig::default()),
             principal: String::new(),
             answered_requests: 0,
             reauth_at_ms: None,
             reauth_in_flight: false,
             authentications: 0,
             token_nonce: 0,
+            issuer: None,
+            last_token: String::new(),
+            opened: false,
         }
     }
 
     /// A value that differs between connections (the host's connection id and time).
     pub fn set_token_nonce(&mut self, nonce: u64) {
         self.token_nonce = nonce;
+    }
+
+    /// Tokens for every (re-)authentication from now on come from `issuer` instead of the
+    /// settings' own: the glue hands in the newest configuration's issuer before each
+    /// chunk, so key rotation reaches connections opened before it.
+    pub fn set_token_issuer(&mut self, issuer: Rc<TokenIssuer>) {
+        self.issuer = Some(issuer);
+    }
+
+    /// The credential of the last token sent: `unsecured` or e.g. `ES256:2026-11`.
+    pub fn last_token(&self) -> &str {
+        &self.last_token
+    }
+
+    /// When the next re-authentication is due (ms since the epoch), if one is planned.
+    pub fn reauthentication_due_at(&self) -> Option<u64> {
+        self.reauth_at_ms
     }
 
     /// Successful authentications so far, re-authentications included.
@@ -207,8 +268,8 @@ impl Session {
         settings: &SessionSettings,
         now_ms: u64,
     ) -> Result<Vec<u8>, Refusal> {
-        let token = settings
-            .tokens
+        let issuer = self.issuer.as_deref().unwrap_or(&settings.tokens);
+        let token = issuer
             .issue(
                 &self.principal,
                 now_ms / 1000,
@@ -218,6 +279,7 @@ impl Session {
             .map_err(|e| {
                 Refusal::new(RefusalKind::AuthFailed, format!("cannot issue token: {e}"))
             })?;
+        self.last_token = issuer.describe();
         let bytes = injected_requests(&settings.client_id, &token)?;
         self.responses
             .hide_at(self.answered_requests, HANDSHAKE_CORRELATION_ID);
@@ -261,6 +323,11 @@ impl Session {
                     client_sasl_allowed: settings.on_client_sasl
                         == ClientSaslPolicy::AllowWithoutIdentity,
                 };
+                // Nothing has been scanned yet: read whole headers from the start.
+                self.requests = RequestScanner::new(RequestScannerConfig {
+                    max_frame_bytes: settings.max_frame_bytes,
+                    depth: HeaderDepth::WholeHeader,
+                });
                 Ok(Start::PassThrough)
             }
         }
@@ -282,9 +349,11 @@ impl Session {
                     "client data before the session started",
                 ))
             }
+            // Once the first request is checked, a client allowed to authenticate itself
+            // speaks for itself.
             Phase::PassThrough {
                 client_sasl_allowed: true,
-            } => return Ok(None),
+            } if self.opened => return Ok(None),
             _ => {}
         }
         let mut injection = None;
@@ -297,6 +366,18 @@ impl Session {
                     self.requests.supply(&bytes).map_err(protocol("request"))?;
                 }
                 ScanStep::Frame(frame) => {
+                    if let Phase::PassThrough {
+                        client_sasl_allowed,
+                    } = self.phase
+                    {
+                        if !self.opened {
+                            self.opened = true;
+                            check_first_request(&frame, client_sasl_allowed)?;
+                            if client_sasl_allowed {
+                                return Ok(None);
+                            }
+                        }
+                    }
                     if frame.api_key == api_key::SASL_HANDSHAKE
                         || frame.api_key == api_key::SASL_AUTHENTICATE
                     {
@@ -380,10 +461,11 @@ impl Session {
                         self.authentications += 1;
                         self.phase = Phase::Authenticated;
                         self.reauth_in_flight = false;
+                        let permille = reauth_permille(self.token_nonce, self.authentications);
                         self.reauth_at_ms = u64::try_from(lifetime)
                             .ok()
                             .filter(|ms| *ms > 0 && settings.reauthenticate)
-                            .map(|ms| now_ms.saturating_add(ms / 100 * REAUTH_AT_PERCENT));
+                            .map(|ms| now_ms.saturating_add(ms / 1000 * permille));
                     }
                 }
                 ResponseStep::ChunkDone => break,
@@ -395,6 +477,34 @@ impl Session {
         }
         Ok(outcome)
     }
+}
+
+/// The first request on a connection the filter did not authenticate. A broker with
+/// GSSAPI enabled takes a first frame whose request header it cannot parse (an api key it
+/// does not know, a header that does not fit) as a raw Kafka 0.9 GSSAPI token, so the
+/// client would authenticate itself. The scanner has already walked the whole header
+/// (`HeaderDepth::WholeHeader`); before authentication a broker accepts only ApiVersions
+/// and SaslHandshake, so only those two may come first: any other key, even one the
+/// filter knows, might be one the broker does not and reopen that path.
+fn check_first_request(
+    frame: &kafka_codec::RequestFrame,
+    client_sasl_allowed: bool,
+) -> Result<(), Refusal> {
+    let allowed = frame.api_key == api_key::API_VERSIONS
+        || (client_sasl_allowed && frame.api_key == api_key::SASL_HANDSHAKE);
+    if allowed || frame.api_key == api_key::SASL_HANDSHAKE {
+        // A refused SaslHandshake is reported as client SASL by the caller.
+        return Ok(());
+    }
+    Err(Refusal::new(
+        RefusalKind::Protocol,
+        format!(
+            "first request on a connection without identity has api key {} (version {}): \
+             only ApiVersions or SaslHandshake may open a connection the filter does not \
+             authenticate",
+            frame.api_key, frame.api_version
+        ),
+    ))
 }
 
 fn injected_requests(client_id: &str, token: &str) -> Result<Vec<u8>, Refusal> {
@@ -447,13 +557,17 @@ fn check_authenticate(frame: &[u8]) -> Result<AuthenticateResponse, Refusal> {
 }
 
 fn read(src: &mut dyn ChunkSource, range: Range<usize>) -> Result<Vec<u8>, Refusal> {
-    let len = range.len();
+    let wanted = range.len();
     match src.read(range) {
-        Some(bytes) if bytes.len() == len => Ok(bytes),
-        _ => Err(Refusal::new(
-            RefusalKind::Protocol,
-            "host returned fewer bytes than the buffer holds",
+        Ok(bytes) if bytes.len() == wanted => Ok(bytes),
+        Ok(bytes) => Err(Refusal::host(
+            "cannot read the connection's bytes",
+            HostError::ShortRead {
+                wanted,
+                got: bytes.len(),
+            },
         )),
+        Err(e) => Err(Refusal::host("cannot read the connection's bytes", e)),
     }
 }
 

@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use kafka_identity_filter::host::HostError;
 use kafka_identity_filter::session::*;
 use kafka_identity_filter::token::TokenIssuer;
 use kafka_protocol::messages::*;
@@ -90,10 +91,14 @@ struct Counting<'a> {
 }
 
 impl ChunkSource for Counting<'_> {
-    fn read(&mut self, range: Range<usize>) -> Option<Vec<u8>> {
+    fn read(&mut self, range: Range<usize>) -> Result<Vec<u8>, HostError> {
         self.reads += 1;
         self.bytes += range.len();
-        self.data.get(range).map(<[u8]>::to_vec)
+        let wanted = range.len();
+        self.data
+            .get(range)
+            .map(<[u8]>::to_vec)
+            .ok_or(HostError::ShortRead { wanted, got: 0 })
     }
 }
 
@@ -368,14 +373,28 @@ fn malformed_frames_are_protocol_errors() {
     assert!(err.message.contains("negative"), "{}", err.message);
 
     let mut s = started();
-    let mut big = (200 * 1024 * 1024i32).to_be_bytes().to_vec();
-    big.extend([0; 8]);
+    let mut negative = (-1i32).to_be_bytes().to_vec();
+    negative.extend([0; 8]);
     assert_eq!(
-        s.upstream(&settings(), big.len(), &mut big.as_slice(), NOW)
+        s.upstream(&settings(), negative.len(), &mut negative.as_slice(), NOW)
             .unwrap_err()
             .kind,
         RefusalKind::Protocol
     );
+}
+
+#[test]
+fn responses_larger_than_max_frame_bytes_pass() {
+    // max_frame_bytes is the broker's socket.request.max.bytes: it bounds requests. A
+    // Fetch response may be larger; only its 8-byte prefix is read.
+    let mut s = authenticated(&settings());
+    let mut big = (200 * 1024 * 1024i32).to_be_bytes().to_vec();
+    big.extend(5i32.to_be_bytes());
+    big.extend([0; 64]);
+    let out = s
+        .upstream(&settings(), big.len(), &mut big.as_slice(), NOW)
+        .unwrap();
+    assert_eq!(out, UpstreamOutcome::default());
 }
 
 fn produce_acks0(corr: i32) -> Vec<u8> {
@@ -421,10 +440,10 @@ fn reauthenticates_at_a_request_boundary_before_the_session_ends() {
         .downstream(&settings(), early.len(), &mut early.as_slice(), NOW + 8_000)
         .unwrap();
     assert_eq!(none, None);
-    // After it: SASL requests go in front of the next request that starts in the chunk.
+    // After 95%: SASL requests go in front of the next request that starts in the chunk.
     // This chunk ends the tail of nothing and holds an acks=0 produce, then a Metadata.
     let chunk = [produce_acks0(2), request(ApiKey::Metadata, 12, 3)].concat();
-    let due = NOW + 8_600;
+    let due = NOW + 9_500; // past 95% of the 10 s session
     let inj = s
         .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), due)
         .unwrap()
@@ -490,7 +509,7 @@ fn reauthentication_goes_before_a_frame_inside_the_chunk() {
     s.downstream(&settings(), 10, &mut &first[..10], NOW + 100)
         .unwrap();
     let inj = s
-        .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), NOW + 9_000)
+        .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), NOW + 9_500)
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -532,7 +551,7 @@ fn refused_reauthentication_closes_the_connection() {
     let mut s = authenticated(&settings());
     let req = request(ApiKey::Metadata, 12, 1);
     assert!(s
-        .downstream(&settings(), req.len(), &mut req.as_slice(), NOW + 9_000)
+        .downstream(&settings(), req.len(), &mut req.as_slice(), NOW + 9_500)
         .unwrap()
         .is_some());
     let stream = [handshake_ok(), authenticate(58, Some("expired"), 0)].concat();
@@ -541,8 +560,137 @@ fn refused_reauthentication_closes_the_connection() {
             &settings(),
             stream.len(),
             &mut stream.as_slice(),
-            NOW + 9_001,
+            NOW + 9_501,
         )
         .unwrap_err();
     assert_eq!(err.kind, RefusalKind::AuthFailed);
+}
+
+fn passed_through(on_client_sasl: ClientSaslPolicy) -> (Session, SessionSettings) {
+    let settings = SessionSettings {
+        on_no_identity: NoIdentityPolicy::PassThrough,
+        on_client_sasl,
+        ..settings()
+    };
+    let mut s = Session::new(&settings);
+    assert_eq!(
+        s.start(&settings, &Identification::NoMtls, NOW).unwrap(),
+        Start::PassThrough
+    );
+    (s, settings)
+}
+
+/// A frame with this size prefix and these bytes after it.
+fn raw_frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn unauthenticated_connections_must_open_with_a_well_formed_api_versions_or_handshake() {
+    // A broker with GSSAPI enabled takes a first frame that is not a Kafka request header
+    // as a raw (Kafka 0.9 style) GSSAPI token: the client would authenticate itself.
+    let gssapi = raw_frame(&[
+        0x60, 0x82, 0x02, 0x5b, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
+        0x01,
+    ]);
+    // A known api key the broker does not accept before authentication, and an api key
+    // no Kafka knows.
+    let metadata = request(ApiKey::Metadata, 12, 1);
+    let mut unknown = request(ApiKey::Metadata, 0, 1);
+    unknown[4..6].copy_from_slice(&999i16.to_be_bytes());
+    // ApiVersions whose client id runs past the end of the frame.
+    let mut truncated = 10i32.to_be_bytes().to_vec();
+    truncated.extend(18i16.to_be_bytes());
+    truncated.extend(3i16.to_be_bytes());
+    truncated.extend(1i32.to_be_bytes());
+    truncated.extend(40i16.to_be_bytes());
+    for policy in [
+        ClientSaslPolicy::Reject,
+        ClientSaslPolicy::AllowWithoutIdentity,
+    ] {
+        for (name, first) in [
+            ("gssapi", &gssapi),
+            ("metadata", &metadata),
+            ("unknown", &unknown),
+            ("truncated", &truncated),
+        ] {
+            let (mut s, settings) = passed_through(policy);
+            // Byte by byte too: the verdict must not depend on the chunking.
+            let whole = s.downstream(&settings, first.len(), &mut first.as_slice(), NOW);
+            let err = whole.expect_err(&format!("{name} under {policy:?}"));
+            assert_eq!(err.kind, RefusalKind::Protocol, "{name}: {}", err.message);
+            let (mut s, settings) = passed_through(policy);
+            let mut refused = false;
+            for b in first.iter() {
+                if s.downstream(&settings, 1, &mut &[*b][..], NOW).is_err() {
+                    refused = true;
+                    break;
+                }
+            }
+            assert!(refused, "{name} byte by byte under {policy:?}");
+        }
+        // ApiVersions opens the conversation in either mode.
+        let (mut s, settings) = passed_through(policy);
+        let hello = request(ApiKey::ApiVersions, 3, 1);
+        assert!(s
+            .downstream(&settings, hello.len(), &mut hello.as_slice(), NOW)
+            .is_ok());
+    }
+    // Allowed to authenticate itself: a SaslHandshake may come first, and what follows
+    // is the client's own business.
+    let (mut s, settings) = passed_through(ClientSaslPolicy::AllowWithoutIdentity);
+    let stream = [request(ApiKey::SaslHandshake, 1, 1), gssapi.clone()].concat();
+    assert!(s
+        .downstream(&settings, stream.len(), &mut stream.as_slice(), NOW)
+        .is_ok());
+}
+
+#[test]
+fn authenticated_connections_forward_api_keys_the_filter_does_not_know() {
+    // Newer Kafka APIs must keep working through the filter.
+    let mut s = authenticated(&settings());
+    let mut newer = request(ApiKey::Metadata, 0, 1);
+    newer[4..6].copy_from_slice(&999i16.to_be_bytes());
+    assert_eq!(
+        s.downstream(&settings(), newer.len(), &mut newer.as_slice(), NOW)
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn reauthentication_points_spread_over_85_to_95_percent_of_the_session() {
+    // Connections opened together must not all re-authenticate together. The point is
+    // drawn per connection and authentication from the connection's nonce, so it is
+    // deterministic for a given nonce.
+    let point = |nonce: u64| {
+        let mut s = Session::new(&settings());
+        s.set_token_nonce(nonce);
+        s.start(&settings(), &producer(), NOW).unwrap();
+        let answers = [handshake_ok(), authenticate(0, None, 100_000)].concat();
+        s.upstream(&settings(), answers.len(), &mut answers.as_slice(), NOW)
+            .unwrap();
+        s.reauthentication_due_at().unwrap() - NOW
+    };
+    let points: Vec<u64> = (0..300u64)
+        .map(|n| point(n.wrapping_mul(0x9e37_79b9)))
+        .collect();
+    assert!(
+        points.iter().all(|p| (85_000..=95_000).contains(p)),
+        "{points:?}"
+    );
+    let lowest = *points.iter().min().unwrap();
+    let highest = *points.iter().max().unwrap();
+    assert!(lowest < 87_000 && highest > 93_000, "{lowest}..{highest}");
+    let mut distinct = points.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        distinct.len() > 50,
+        "only {} distinct points",
+        distinct.len()
+    );
+    assert_eq!(point(42), point(42));
 }

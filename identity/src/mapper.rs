@@ -4,6 +4,7 @@ use crate::config::SourceKind;
 use crate::kafka_rules::{ApplyError, KafkaRules};
 use crate::peer::PeerIdentity;
 use crate::principal::validate_principal;
+use crate::spiffe::SpiffeProblem;
 use crate::template::Template;
 use std::fmt;
 
@@ -90,33 +91,54 @@ impl PrincipalMapper {
     }
 
     /// The principal for a peer, or why there is none.
+    ///
+    /// With the SPIFFE source configured, a certificate whose SPIFFE ID that source
+    /// refuses (foreign trust domain, several SPIFFE SANs, an invalid ID, one the template
+    /// cannot use) is refused outright, whatever the order of the sources: falling through
+    /// to its subject DN, a rule's output or the fallback would let an issuer outside the
+    /// allowed trust domains choose a principal. Only a certificate without any SPIFFE ID
+    /// goes on to the next source.
     pub fn map(&self, peer: &PeerIdentity) -> Result<Principal, NoPrincipal> {
+        let spiffe = self.sources.iter().find_map(|source| match source {
+            CompiledSource::Spiffe {
+                trust_domains,
+                template,
+            } => Some((trust_domains, template)),
+            CompiledSource::Subject { .. } => None,
+        });
+        // Decided before any other source is tried: None when there is no SPIFFE ID.
+        let spiffe_outcome = match spiffe {
+            Some((trust_domains, template)) => {
+                from_spiffe(peer, trust_domains, template, self.max_principal_length)?
+            }
+            None => None,
+        };
         let mut attempts = Vec::with_capacity(self.sources.len());
         for source in &self.sources {
-            let (kind, outcome) = match source {
-                CompiledSource::Spiffe {
-                    trust_domains,
-                    template,
-                } => (
-                    SourceKind::Spiffe,
-                    from_spiffe(peer, trust_domains, template),
-                ),
+            match source {
+                CompiledSource::Spiffe { .. } => match &spiffe_outcome {
+                    Some(name) => {
+                        return Ok(Principal {
+                            name: name.clone(),
+                            source: Source::Spiffe,
+                        })
+                    }
+                    None => attempts.push((SourceKind::Spiffe, SpiffeProblem::Missing.to_string())),
+                },
                 CompiledSource::Subject { rules } => {
-                    (SourceKind::Subject, from_subject(peer, rules))
+                    let checked = from_subject(peer, rules).and_then(|name| {
+                        validate_principal(&name, self.max_principal_length).map(|()| name)
+                    });
+                    match checked {
+                        Ok(name) => {
+                            return Ok(Principal {
+                                name,
+                                source: Source::Subject,
+                            })
+                        }
+                        Err(reason) => attempts.push((SourceKind::Subject, reason)),
+                    }
                 }
-            };
-            let checked = outcome.and_then(|name| {
-                validate_principal(&name, self.max_principal_length).map(|()| name)
-            });
-            match checked {
-                Ok(name) => {
-                    let source = match kind {
-                        SourceKind::Spiffe => Source::Spiffe,
-                        SourceKind::Subject => Source::Subject,
-                    };
-                    return Ok(Principal { name, source });
-                }
-                Err(reason) => attempts.push((kind, reason)),
             }
         }
         match &self.fallback {
@@ -129,20 +151,32 @@ impl PrincipalMapper {
     }
 }
 
+/// The SPIFFE source's verdict: a principal, no SPIFFE ID at all (`None`: the other
+/// sources may try), or a refusal that ends the mapping.
 fn from_spiffe(
     peer: &PeerIdentity,
     trust_domains: &[String],
     template: &Template,
-) -> Result<String, String> {
-    let id = peer.spiffe.as_ref().map_err(ToString::to_string)?;
+    max_principal_length: usize,
+) -> Result<Option<String>, NoPrincipal> {
+    let refuse = |reason: String| NoPrincipal {
+        attempts: vec![(SourceKind::Spiffe, reason)],
+    };
+    let id = match &peer.spiffe {
+        Ok(id) => id,
+        Err(SpiffeProblem::Missing) => return Ok(None),
+        Err(problem) => return Err(refuse(problem.to_string())),
+    };
     if !trust_domains.contains(&id.trust_domain) {
-        return Err(format!(
+        return Err(refuse(format!(
             "trust domain {:?} not allowed (allowed: {})",
             id.trust_domain,
             trust_domains.join(", ")
-        ));
+        )));
     }
-    template.render(id)
+    let name = template.render(id).map_err(refuse)?;
+    validate_principal(&name, max_principal_length).map_err(refuse)?;
+    Ok(Some(name))
 }
 
 fn from_subject(peer: &PeerIdentity, rules: &KafkaRules) -> Result<String, String> {

@@ -97,13 +97,62 @@ fn two_spiffe_sans_are_rejected() {
         "{why}"
     );
 
+    // Ambiguity is a refusal, not a reason to fall back to the subject.
     let then_subject =
         IdentityConfig::compile_json(r#"{"sources": ["spiffe", "subject"]}"#).unwrap();
-    let principal = then_subject.map(&peer).unwrap();
-    assert_eq!(
-        (principal.name.as_str(), principal.source),
-        ("CN=svc", Source::Subject)
-    );
+    let why = then_subject.map(&peer).unwrap_err().to_string();
+    assert!(why.starts_with("spiffe: 2 spiffe:// URI SANs"), "{why}");
+}
+
+/// A certificate whose SPIFFE ID the SPIFFE source refuses (foreign trust domain, two
+/// SPIFFE SANs, an invalid ID, an ID the template cannot use) is refused outright: its
+/// subject DN, or a rule's output, or the fallback would otherwise let an issuer outside
+/// the allowed trust domains pick a principal. Only a certificate with no SPIFFE ID at
+/// all goes on to the other sources.
+#[test]
+fn a_refused_spiffe_id_never_falls_through_to_the_subject_or_fallback() {
+    let cn = || vec![(DnType::CommonName, DnValue::from("kafka-admin"))];
+    let any_config = [
+        r#"{"sources": ["spiffe", "subject"]}"#,
+        r#"{"sources": ["subject", "spiffe"]}"#,
+        r#"{"sources": ["spiffe"], "fallback_principal": "anonymous"}"#,
+        r#"{"sources": ["spiffe", "subject"], "spiffe": {"template": "{namespace}.{service_account}"}, "fallback_principal": "anonymous"}"#,
+    ];
+    let refused = [
+        vec!["spiffe://evil.example/ns/kafka/sa/producer"],
+        vec![ISTIO_ID, "spiffe://cluster.local/ns/kafka/sa/admin"],
+        vec!["spiffe://cluster.local/ns/../sa/x"],
+        vec!["SPIFFE://cluster.local/ns/kafka/sa/producer"],
+    ];
+    for uris in &refused {
+        let (der, _) = rcgen_cert(cn(), uris, &[]);
+        let peer = PeerIdentity::from_der(&der).unwrap();
+        for config in any_config {
+            let mapper = IdentityConfig::compile_json(config).unwrap();
+            let got = mapper.map(&peer);
+            assert!(got.is_err(), "{uris:?} with {config}: {got:?}");
+            let why = got.unwrap_err().to_string();
+            assert!(why.starts_with("spiffe: "), "{why}");
+            assert!(!why.contains("subject:"), "{why}");
+        }
+    }
+    // An Istio-template config cannot use a non-Istio ID: refused, not mapped by DN.
+    let (der, _) = rcgen_cert(cn(), &["spiffe://cluster.local/workload/a"], &[]);
+    let peer = PeerIdentity::from_der(&der).unwrap();
+    let mapper = IdentityConfig::compile_json(any_config[3]).unwrap();
+    assert!(mapper.map(&peer).is_err());
+    // No SPIFFE ID at all: the subject source (or the fallback) applies.
+    let (der, _) = rcgen_cert(cn(), &["https://example.com/x"], &[]);
+    let peer = PeerIdentity::from_der(&der).unwrap();
+    let mapper = IdentityConfig::compile_json(any_config[0]).unwrap();
+    assert_eq!(mapper.map(&peer).unwrap().name, "CN=kafka-admin");
+    let mapper = IdentityConfig::compile_json(any_config[2]).unwrap();
+    assert_eq!(mapper.map(&peer).unwrap().source, Source::Fallback);
+    // Without the SPIFFE source, SPIFFE SANs play no part.
+    let (der, _) = rcgen_cert(cn(), &refused[0], &[]);
+    let peer = PeerIdentity::from_der(&der).unwrap();
+    let subject_only = IdentityConfig::compile_json(r#"{"sources": ["subject"]}"#).unwrap();
+    assert_eq!(subject_only.map(&peer).unwrap().name, "CN=kafka-admin");
 }
 
 #[test]
@@ -116,10 +165,15 @@ fn trust_domain_allow_list_and_fallback() {
     .unwrap();
     assert_eq!(
         strict.map(&peer).unwrap_err().to_string(),
-        "spiffe: trust domain \"evil.example\" not allowed (allowed: cluster.local); subject: no rule matched \"\""
+        "spiffe: trust domain \"evil.example\" not allowed (allowed: cluster.local)"
     );
+    // The fallback is for certificates without a SPIFFE ID, never for a refused one.
     let fallback = IdentityConfig::compile_json(r#"{"fallback_principal": "anonymous"}"#).unwrap();
-    let principal = fallback.map(&peer).unwrap();
+    assert!(fallback.map(&peer).is_err());
+    let (der, _) = rcgen_cert(vec![], &[], &[]);
+    let principal = fallback
+        .map(&PeerIdentity::from_der(&der).unwrap())
+        .unwrap();
     assert_eq!(
         (principal.name.as_str(), principal.source),
         ("anonymous", Source::Fallback)

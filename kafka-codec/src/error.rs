@@ -18,6 +18,12 @@ pub enum FrameError {
     /// The response at a position the caller expected an answer to its own request carries
     /// another correlation id: requests and responses are out of step.
     UnexpectedResponse { index: u64, expected: i32, got: i32 },
+    /// A response the caller asked to remove had already begun to pass when it asked.
+    HideTooLate { index: u64 },
+    /// A Produce request newer than the layouts the scanner knows where to find `acks` in.
+    UnsupportedProduceVersion { version: i16, max: i16 },
+    /// An api key `kafka-protocol` does not know, where the whole header must be read.
+    UnknownApiKey { api_key: i16 },
 }
 
 impl fmt::Display for FrameError {
@@ -51,6 +57,15 @@ impl fmt::Display for FrameError {
                 f,
                 "caller supplied {got} bytes where the scanner asked for {wanted}"
             ),
+            FrameError::HideTooLate { index } => write!(
+                f,
+                "response #{index} was to be removed but had begun to pass to the client"
+            ),
+            FrameError::UnsupportedProduceVersion { version, max } => write!(
+                f,
+                "Produce version {version} is not one whose acks the filter can read (0 to {max})"
+            ),
+            FrameError::UnknownApiKey { api_key } => write!(f, "unknown api key {api_key}"),
         }
     }
 }

@@ -2,9 +2,11 @@
 
 use std::ops::Range;
 
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, ProduceRequest};
+use kafka_protocol::protocol::Message;
 
 use crate::accumulator::{be_i16, be_i32, decode_uvarint, Accumulator, Varint};
+use crate::cursor::Cursor;
 use crate::error::check_size;
 use crate::{api_key, FrameError, DEFAULT_MAX_FRAME_BYTES, SIZE_PREFIX_BYTES};
 
@@ -14,26 +16,23 @@ const PREFIX_BYTES: usize = SIZE_PREFIX_BYTES + 8;
 /// The fixed header fields inside the frame body.
 const FIXED_HEADER_BYTES: u64 = 8;
 
-/// What the scanner reads of each request header beyond api key, version and correlation id.
+/// The newest Produce version whose body layout the scanner reads `acks` from. Every
+/// version up to it is checked against `kafka-protocol`'s encoder by the property tests;
+/// a newer one may have moved `acks`, so it is an error rather than a guess.
+pub const MAX_PRODUCE_VERSION: i16 = ProduceRequest::VERSIONS.max;
+
+/// How much of each request header the scanner reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderDepth {
     /// Api key, api version, correlation id: one read of 12 bytes per frame.
     Fixed,
-    /// Also the client id.
-    ClientId,
-    /// Also `acks` of Produce requests (so a caller knows which requests get no response).
+    /// Also `acks` of Produce requests, so a caller knows which requests get no response
+    /// (6 more bytes per Produce request, never record data).
     ProduceAcks,
-    /// Both the client id and Produce `acks`.
-    Full,
-}
-
-impl HeaderDepth {
-    fn client_id(self) -> bool {
-        matches!(self, HeaderDepth::ClientId | HeaderDepth::Full)
-    }
-    fn produce_acks(self) -> bool {
-        matches!(self, HeaderDepth::ProduceAcks | HeaderDepth::Full)
-    }
+    /// The whole request header of every frame (client id, tagged fields) is walked and
+    /// must lie inside the frame, as a broker's header parser would need it; an api key
+    /// `kafka-protocol` does not know is an error.
+    WholeHeader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +40,6 @@ pub struct RequestScannerConfig {
     /// Largest frame accepted (Kafka's `socket.request.max.bytes`).
     pub max_frame_bytes: u32,
     pub depth: HeaderDepth,
-    /// Client ids longer than this are truncated (they are only used in logs).
-    pub max_client_id_bytes: usize,
 }
 
 impl Default for RequestScannerConfig {
@@ -50,7 +47,6 @@ impl Default for RequestScannerConfig {
         Self {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             depth: HeaderDepth::Fixed,
-            max_client_id_bytes: 256,
         }
     }
 }
@@ -65,9 +61,7 @@ pub struct RequestFrame {
     pub api_key: i16,
     pub api_version: i16,
     pub correlation_id: i32,
-    /// The client id when [`HeaderDepth`] asks for it and the client sent one.
-    pub client_id: Option<String>,
-    /// `acks` of a Produce request when [`HeaderDepth`] asks for it.
+    /// `acks` of a Produce request when [`HeaderDepth::ProduceAcks`] asks for it.
     pub produce_acks: Option<i16>,
 }
 
@@ -98,7 +92,7 @@ pub enum ScanStep {
 enum Step {
     Prefix,
     ClientIdLen,
-    ClientId { left: u32, capture: bool },
+    ClientId { left: u32 },
     TagCount,
     TagKey { tags_left: u32 },
     TagLen { tags_left: u32 },
@@ -111,10 +105,13 @@ enum Step {
 }
 
 /// How a step takes its bytes.
+#[derive(Debug, Clone, Copy)]
 enum Need {
+    /// Into the accumulator until it holds this many bytes.
     Exact(usize),
+    /// One byte at a time into the accumulator until the varint ends.
     Varint,
-    Capture(u32),
+    /// Accounted for without being read.
     Skip(u64),
 }
 
@@ -133,29 +130,24 @@ enum Need {
 #[derive(Debug, Clone)]
 pub struct RequestScanner {
     config: RequestScannerConfig,
+    cursor: Cursor,
     step: Step,
     acc: Accumulator,
-    /// Offset of the current chunk's first byte in the stream.
-    chunk_base: u64,
-    chunk_len: usize,
-    pos: usize,
-    outstanding_read: Option<usize>,
     frame: FrameInProgress,
     ready: Option<RequestFrame>,
-    failed: Option<FrameError>,
-    frames_seen: u64,
 }
 
 #[derive(Debug, Clone, Default)]
 struct FrameInProgress {
     start: u64,
     size: u32,
+    /// Bytes of the frame body accounted for so far.
     consumed: u64,
     api_key: i16,
     api_version: i16,
     correlation_id: i32,
-    header_version: Option<i16>,
-    client_id: Option<Vec<u8>>,
+    header_version: i16,
+    wants_acks: bool,
     produce_acks: Option<i16>,
 }
 
@@ -163,156 +155,114 @@ impl RequestScanner {
     pub fn new(config: RequestScannerConfig) -> Self {
         Self {
             config,
+            cursor: Cursor::default(),
             step: Step::Prefix,
             acc: Accumulator::default(),
-            chunk_base: 0,
-            chunk_len: 0,
-            pos: 0,
-            outstanding_read: None,
             frame: FrameInProgress::default(),
             ready: None,
-            failed: None,
-            frames_seen: 0,
         }
     }
 
     /// The next `len` bytes of the stream are available at chunk offsets `0..len`.
     /// Call after the previous chunk reported [`ScanStep::ChunkDone`].
     pub fn begin_chunk(&mut self, len: usize) {
-        self.chunk_base += self.pos as u64;
-        self.chunk_len = len;
-        self.pos = 0;
-        self.outstanding_read = None;
+        self.cursor.begin(len);
     }
 
     /// True between frames: the bytes seen so far end exactly at a frame boundary.
     pub fn at_frame_boundary(&self) -> bool {
-        self.step == Step::Prefix && self.acc.len() == 0 && self.failed.is_none()
-    }
-
-    /// Frames whose header has been read so far.
-    pub fn frames_seen(&self) -> u64 {
-        self.frames_seen
+        self.step == Step::Prefix && self.acc.len() == 0 && !self.cursor.is_failed()
     }
 
     /// Offset in the stream of the next byte the scanner has not accounted for.
     pub fn stream_position(&self) -> u64 {
-        self.chunk_base + self.pos as u64
+        self.cursor.stream_position()
     }
 
     pub fn poll(&mut self) -> Result<ScanStep, FrameError> {
-        loop {
-            if let Some(err) = &self.failed {
-                return Err(err.clone());
-            }
-            if let Some(frame) = self.ready.take() {
-                return Ok(ScanStep::Frame(frame));
-            }
-            if self.outstanding_read.is_some() {
-                return self.fail(FrameError::ShortRead {
-                    wanted: self.outstanding_read.unwrap_or(0),
-                    got: 0,
-                });
-            }
-            let avail = self.chunk_len.saturating_sub(self.pos);
-            let need = match self.need() {
-                Ok(need) => need,
-                Err(err) => return self.fail(err),
-            };
-            if let Need::Skip(left) = need {
-                if left == 0 {
-                    if let Err(err) = self.after_skip() {
-                        return self.fail(err);
-                    }
-                    continue;
-                }
-                if avail == 0 {
-                    return Ok(ScanStep::ChunkDone);
-                }
-                let n = left.min(avail as u64);
-                self.pos += n as usize;
-                self.frame.consumed += n;
-                self.reduce_skip(n);
-                continue;
-            }
-            if avail == 0 {
-                return Ok(ScanStep::ChunkDone);
-            }
-            let want = match need {
-                Need::Exact(n) => n.saturating_sub(self.acc.len()),
-                Need::Varint => 1,
-                Need::Capture(left) => left as usize,
-                Need::Skip(_) => 0,
-            };
-            let len = want.min(avail);
-            self.outstanding_read = Some(len);
-            return Ok(ScanStep::Read(self.pos..self.pos + len));
+        self.cursor.check()?;
+        if let Some(frame) = self.ready.take() {
+            return Ok(ScanStep::Frame(frame));
+        }
+        match self.next_step() {
+            Ok(step) => Ok(step),
+            Err(err) => self.cursor.fail(err),
         }
     }
 
     /// Hands over the bytes of the range returned by the last [`ScanStep::Read`].
     pub fn supply(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
-        if let Some(err) = &self.failed {
-            return Err(err.clone());
-        }
-        let wanted = self.outstanding_read.take().unwrap_or(0);
-        if bytes.len() != wanted {
-            return self.fail(FrameError::ShortRead {
-                wanted,
-                got: bytes.len(),
-            });
-        }
-        self.pos += bytes.len();
-        let result = self.take(bytes);
-        if let Err(err) = result {
-            return self.fail(err);
+        self.cursor.accept(bytes)?;
+        if let Err(err) = self.take(bytes) {
+            return self.cursor.fail(err);
         }
         Ok(())
     }
 
-    /// Scans bytes the caller holds itself (tests, fuzzing, callers without a host).
+    /// Scans bytes the caller holds itself. Kept for callers without a host buffer: the
+    /// tests, the fuzz targets and the benchmark drive the scanner through it.
     pub fn scan_slice(&mut self, data: &[u8]) -> Result<Vec<RequestFrame>, FrameError> {
         let mut frames = Vec::new();
         self.begin_chunk(data.len());
         loop {
             match self.poll()? {
-                ScanStep::Read(range) => {
-                    let bytes = data.get(range).unwrap_or(&[]);
-                    self.supply(bytes)?;
-                }
+                ScanStep::Read(range) => self.supply(data.get(range).unwrap_or(&[]))?,
                 ScanStep::Frame(frame) => frames.push(frame),
                 ScanStep::ChunkDone => return Ok(frames),
             }
         }
     }
 
-    fn fail<T>(&mut self, err: FrameError) -> Result<T, FrameError> {
-        self.failed = Some(err.clone());
-        Err(err)
+    fn next_step(&mut self) -> Result<ScanStep, FrameError> {
+        loop {
+            match self.need()? {
+                Need::Skip(0) => {
+                    self.after_skip()?;
+                    // Skipping a client id or a tagged field may complete a header.
+                    if let Some(frame) = self.ready.take() {
+                        return Ok(ScanStep::Frame(frame));
+                    }
+                }
+                Need::Skip(left) => {
+                    let avail = self.cursor.available();
+                    if avail == 0 {
+                        return Ok(ScanStep::ChunkDone);
+                    }
+                    let n = left.min(avail as u64);
+                    self.cursor.skip(n as usize);
+                    self.consume(n);
+                    self.reduce_skip(n);
+                }
+                need => {
+                    if self.cursor.available() == 0 {
+                        return Ok(ScanStep::ChunkDone);
+                    }
+                    let want = match need {
+                        Need::Exact(n) => n.saturating_sub(self.acc.len()),
+                        _ => 1,
+                    };
+                    return Ok(ScanStep::Read(self.cursor.read(want)));
+                }
+            }
+        }
     }
 
     fn need(&self) -> Result<Need, FrameError> {
         let need = match self.step {
             Step::Prefix => return Ok(Need::Exact(PREFIX_BYTES)),
+            Step::Payload { left } => return Ok(Need::Skip(left)),
             Step::ClientIdLen | Step::TxnIdLen | Step::Acks => Need::Exact(2),
             Step::TagCount | Step::TagKey { .. } | Step::TagLen { .. } | Step::TxnIdLenCompact => {
                 Need::Varint
             }
-            Step::ClientId { left, capture } => {
-                if capture {
-                    Need::Capture(left)
-                } else {
-                    Need::Skip(u64::from(left))
-                }
+            Step::ClientId { left } | Step::TagData { left, .. } | Step::TxnId { left } => {
+                Need::Skip(u64::from(left))
             }
-            Step::TagData { left, .. } | Step::TxnId { left } => Need::Skip(u64::from(left)),
-            Step::Payload { left } => return Ok(Need::Skip(left)),
         };
         // Header fields must lie inside the frame.
         let more = match need {
             Need::Exact(n) => n.saturating_sub(self.acc.len()) as u64,
             Need::Varint => 1,
-            Need::Capture(n) => u64::from(n),
             Need::Skip(n) => n,
         };
         if self.frame.consumed + more > u64::from(self.frame.size) {
@@ -324,19 +274,21 @@ impl RequestScanner {
         Ok(need)
     }
 
+    fn consume(&mut self, n: u64) {
+        if self.step != Step::Prefix {
+            self.frame.consumed += n;
+        }
+    }
+
     fn reduce_skip(&mut self, n: u64) {
+        let less = |left: u32| left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
         self.step = match self.step {
-            Step::ClientId { left, capture } => Step::ClientId {
-                left: left.saturating_sub(n as u32),
-                capture,
-            },
+            Step::ClientId { left } => Step::ClientId { left: less(left) },
             Step::TagData { tags_left, left } => Step::TagData {
                 tags_left,
-                left: left.saturating_sub(n as u32),
+                left: less(left),
             },
-            Step::TxnId { left } => Step::TxnId {
-                left: left.saturating_sub(n as u32),
-            },
+            Step::TxnId { left } => Step::TxnId { left: less(left) },
             Step::Payload { left } => Step::Payload {
                 left: left.saturating_sub(n),
             },
@@ -344,7 +296,7 @@ impl RequestScanner {
         };
     }
 
-    /// A skip step has reached its end.
+    /// A skipping step has reached its end.
     fn after_skip(&mut self) -> Result<(), FrameError> {
         match self.step {
             Step::ClientId { .. } => self.after_client_id(),
@@ -357,83 +309,46 @@ impl RequestScanner {
                 self.step = Step::Prefix;
                 Ok(())
             }
-            _ => Err(FrameError::MalformedHeader {
-                reason: "scanner reached an impossible state",
-            }),
+            _ => Err(impossible()),
         }
     }
 
     fn take(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
-        if let Step::ClientId { left, capture } = self.step {
-            self.frame.consumed += bytes.len() as u64;
-            if capture {
-                let limit = self.config.max_client_id_bytes;
-                let id = self.frame.client_id.get_or_insert_with(Vec::new);
-                let room = limit.saturating_sub(id.len());
-                id.extend(bytes.iter().take(room));
-            }
-            let left = left.saturating_sub(bytes.len() as u32);
-            self.step = Step::ClientId { left, capture };
-            if left == 0 {
-                self.after_client_id()?;
-            }
-            return Ok(());
-        }
-        if self.step != Step::Prefix {
-            self.frame.consumed += bytes.len() as u64;
-        }
+        self.consume(bytes.len() as u64);
         self.acc.extend(bytes)?;
         match self.step {
-            Step::Prefix => {
-                if self.acc.len() < PREFIX_BYTES {
+            Step::Prefix if self.acc.len() < PREFIX_BYTES => Ok(()),
+            Step::Prefix => self.start_frame(),
+            Step::ClientIdLen | Step::TxnIdLen | Step::Acks => {
+                if self.acc.len() < 2 {
                     return Ok(());
                 }
-                self.start_frame()
-            }
-            Step::ClientIdLen => self.exact2(|s, v| s.on_client_id_len(v)),
-            Step::TxnIdLen => self.exact2(|s, v| s.on_txn_id_len(v)),
-            Step::Acks => self.exact2(|s, v| {
-                s.frame.produce_acks = Some(v);
-                s.finish_header();
-                Ok(())
-            }),
-            Step::TagCount | Step::TagKey { .. } | Step::TagLen { .. } | Step::TxnIdLenCompact => {
-                let value = match decode_uvarint(self.acc.bytes())? {
-                    Varint::Complete(v) => v,
-                    Varint::NeedMore => return Ok(()),
-                };
+                let value = be_i16(self.acc.bytes()).ok_or_else(impossible)?;
                 self.acc.clear();
-                self.on_varint(value)
+                self.on_i16(value)
             }
-            _ => Err(FrameError::MalformedHeader {
-                reason: "scanner read bytes in a skipping state",
-            }),
+            Step::TagCount | Step::TagKey { .. } | Step::TagLen { .. } | Step::TxnIdLenCompact => {
+                match decode_uvarint(self.acc.bytes())? {
+                    Varint::NeedMore => Ok(()),
+                    Varint::Complete(value) => {
+                        self.acc.clear();
+                        self.on_varint(value)
+                    }
+                }
+            }
+            Step::ClientId { .. }
+            | Step::TagData { .. }
+            | Step::TxnId { .. }
+            | Step::Payload { .. } => Err(impossible()),
         }
-    }
-
-    fn exact2(
-        &mut self,
-        then: impl FnOnce(&mut Self, i16) -> Result<(), FrameError>,
-    ) -> Result<(), FrameError> {
-        if self.acc.len() < 2 {
-            return Ok(());
-        }
-        let value = be_i16(self.acc.bytes()).ok_or(FrameError::MalformedHeader {
-            reason: "short 16-bit field",
-        })?;
-        self.acc.clear();
-        then(self, value)
     }
 
     fn start_frame(&mut self) -> Result<(), FrameError> {
         let bytes = self.acc.bytes();
-        let malformed = FrameError::MalformedHeader {
-            reason: "short request prefix",
-        };
-        let raw_size = be_i32(bytes).ok_or(malformed.clone())?;
-        let api_key = be_i16(bytes.get(4..).unwrap_or(&[])).ok_or(malformed.clone())?;
-        let api_version = be_i16(bytes.get(6..).unwrap_or(&[])).ok_or(malformed.clone())?;
-        let correlation_id = be_i32(bytes.get(8..).unwrap_or(&[])).ok_or(malformed)?;
+        let raw_size = be_i32(bytes).ok_or_else(impossible)?;
+        let api_key = be_i16(bytes.get(4..).unwrap_or(&[])).ok_or_else(impossible)?;
+        let api_version = be_i16(bytes.get(6..).unwrap_or(&[])).ok_or_else(impossible)?;
+        let correlation_id = be_i32(bytes.get(8..).unwrap_or(&[])).ok_or_else(impossible)?;
         let size = check_size(raw_size, self.config.max_frame_bytes)?;
         if u64::from(size) < FIXED_HEADER_BYTES {
             return Err(FrameError::TruncatedHeader {
@@ -442,65 +357,82 @@ impl RequestScanner {
             });
         }
         self.acc.clear();
-        let start = (self.chunk_base + self.pos as u64).saturating_sub(PREFIX_BYTES as u64);
-        let header_version = ApiKey::try_from(api_key)
-            .ok()
-            .map(|key| key.request_header_version(api_version));
+        let known = ApiKey::try_from(api_key).ok();
+        let wants_acks =
+            self.config.depth == HeaderDepth::ProduceAcks && api_key == api_key::PRODUCE;
+        if wants_acks && !(0..=MAX_PRODUCE_VERSION).contains(&api_version) {
+            return Err(FrameError::UnsupportedProduceVersion {
+                version: api_version,
+                max: MAX_PRODUCE_VERSION,
+            });
+        }
+        let header_version = match (self.config.depth, known) {
+            (HeaderDepth::WholeHeader, None) => {
+                return Err(FrameError::UnknownApiKey { api_key });
+            }
+            (_, Some(key)) => key.request_header_version(api_version),
+            (_, None) => 0,
+        };
         self.frame = FrameInProgress {
-            start,
+            start: self
+                .cursor
+                .stream_position()
+                .saturating_sub(PREFIX_BYTES as u64),
             size,
             consumed: FIXED_HEADER_BYTES,
             api_key,
             api_version,
             correlation_id,
             header_version,
-            client_id: None,
+            wants_acks,
             produce_acks: None,
         };
-        let depth = self.config.depth;
-        let wants_acks = depth.produce_acks() && api_key == api_key::PRODUCE;
-        let has_client_id = matches!(header_version, Some(v) if v >= 1);
-        if has_client_id && (depth.client_id() || wants_acks) {
+        let walk = wants_acks || self.config.depth == HeaderDepth::WholeHeader;
+        if walk && header_version >= 1 {
             self.step = Step::ClientIdLen;
+            Ok(())
+        } else if wants_acks {
+            self.start_produce_body();
+            Ok(())
         } else {
             self.finish_header();
+            Ok(())
         }
-        Ok(())
     }
 
-    fn on_client_id_len(&mut self, len: i16) -> Result<(), FrameError> {
-        match u32::try_from(len) {
-            // A negative length is a null client id.
-            Err(_) => self.after_client_id(),
-            Ok(left) => {
-                let capture = self.config.depth.client_id();
-                if capture {
-                    self.frame.client_id = Some(Vec::new());
+    fn on_i16(&mut self, value: i16) -> Result<(), FrameError> {
+        match self.step {
+            Step::ClientIdLen => match u32::try_from(value) {
+                // A negative length is a null client id.
+                Err(_) | Ok(0) => self.after_client_id(),
+                Ok(left) => {
+                    self.step = Step::ClientId { left };
+                    Ok(())
                 }
-                self.step = Step::ClientId { left, capture };
-                if left == 0 {
-                    self.after_client_id()?;
-                }
+            },
+            Step::TxnIdLen => {
+                self.step = match u32::try_from(value) {
+                    Err(_) | Ok(0) => Step::Acks,
+                    Ok(left) => Step::TxnId { left },
+                };
                 Ok(())
             }
+            Step::Acks => {
+                self.frame.produce_acks = Some(value);
+                self.finish_header();
+                Ok(())
+            }
+            _ => Err(impossible()),
         }
-    }
-
-    fn after_client_id(&mut self) -> Result<(), FrameError> {
-        let wants_acks = self.config.depth.produce_acks() && self.frame.api_key == api_key::PRODUCE;
-        if !wants_acks {
-            self.finish_header();
-        } else if self.frame.header_version.unwrap_or(0) >= 2 {
-            self.step = Step::TagCount;
-        } else {
-            self.start_produce_body();
-        }
-        Ok(())
     }
 
     fn on_varint(&mut self, value: u32) -> Result<(), FrameError> {
         match self.step {
-            Step::TagCount => self.after_tag(value.saturating_add(1)),
+            Step::TagCount if value == 0 => self.after_header(),
+            Step::TagCount => {
+                self.step = Step::TagKey { tags_left: value };
+                Ok(())
+            }
             Step::TagKey { tags_left } => {
                 self.step = Step::TagLen { tags_left };
                 Ok(())
@@ -520,19 +452,23 @@ impl RequestScanner {
                 };
                 Ok(())
             }
-            _ => Err(FrameError::MalformedHeader {
-                reason: "varint in a non-varint state",
-            }),
+            _ => Err(impossible()),
         }
     }
 
-    /// One tagged field (or the count) is done; `tags_left` counts the one just finished.
+    fn after_client_id(&mut self) -> Result<(), FrameError> {
+        if self.frame.header_version >= 2 {
+            self.step = Step::TagCount;
+            Ok(())
+        } else {
+            self.after_header()
+        }
+    }
+
+    /// One tagged field is done; `tags_left` counts it.
     fn after_tag(&mut self, tags_left: u32) -> Result<(), FrameError> {
         match tags_left.saturating_sub(1) {
-            0 => {
-                self.start_produce_body();
-                Ok(())
-            }
+            0 => self.after_header(),
             n => {
                 self.step = Step::TagKey { tags_left: n };
                 Ok(())
@@ -540,6 +476,17 @@ impl RequestScanner {
         }
     }
 
+    fn after_header(&mut self) -> Result<(), FrameError> {
+        if self.frame.wants_acks {
+            self.start_produce_body();
+        } else {
+            self.finish_header();
+        }
+        Ok(())
+    }
+
+    /// Produce bodies start with `acks` (v0-2), or a transactional id then `acks`: a
+    /// nullable string (v3-8) or a compact nullable string (v9+).
     fn start_produce_body(&mut self) {
         self.step = match self.frame.api_version {
             v if v <= 2 => Step::Acks,
@@ -548,30 +495,25 @@ impl RequestScanner {
         };
     }
 
-    fn on_txn_id_len(&mut self, len: i16) -> Result<(), FrameError> {
-        self.step = match u32::try_from(len) {
-            Err(_) | Ok(0) => Step::Acks,
-            Ok(left) => Step::TxnId { left },
-        };
-        Ok(())
-    }
-
     fn finish_header(&mut self) {
-        let frame = &mut self.frame;
+        let frame = &self.frame;
         self.ready = Some(RequestFrame {
             stream_offset: frame.start,
             size: frame.size,
             api_key: frame.api_key,
             api_version: frame.api_version,
             correlation_id: frame.correlation_id,
-            client_id: frame
-                .client_id
-                .take()
-                .map(|id| String::from_utf8_lossy(&id).into_owned()),
             produce_acks: frame.produce_acks,
         });
-        self.frames_seen += 1;
-        let left = u64::from(frame.size).saturating_sub(frame.consumed);
-        self.step = Step::Payload { left };
+        self.step = Step::Payload {
+            left: u64::from(frame.size).saturating_sub(frame.consumed),
+        };
+    }
+}
+
+/// A state the scanner's own transitions never produce; an error rather than a panic.
+fn impossible() -> FrameError {
+    FrameError::MalformedHeader {
+        reason: "request scanner reached an impossible state",
     }
 }

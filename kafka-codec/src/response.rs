@@ -5,23 +5,27 @@ use std::collections::VecDeque;
 use std::ops::Range;
 
 use crate::accumulator::{be_i32, Accumulator};
+use crate::cursor::Cursor;
 use crate::error::check_size;
-use crate::{FrameError, DEFAULT_MAX_FRAME_BYTES, SIZE_PREFIX_BYTES};
+use crate::{FrameError, SIZE_PREFIX_BYTES};
 
 /// Size prefix plus the correlation id that starts every response header.
 const PREFIX_BYTES: usize = SIZE_PREFIX_BYTES + 4;
 
+/// Responses are not held to the request limit (`socket.request.max.bytes`): a Fetch
+/// response may be larger than any request. A response only has to have a non-negative
+/// size that fits its correlation id; payloads are skipped, never buffered.
+const MAX_RESPONSE_FRAME_BYTES: u32 = i32::MAX as u32;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseScannerConfig {
-    pub max_frame_bytes: u32,
-    /// Hidden frames are read whole; SASL answers are small.
+    /// Removed frames are read whole to be checked; SASL answers are small.
     pub max_hidden_frame_bytes: u32,
 }
 
 impl Default for ResponseScannerConfig {
     fn default() -> Self {
         Self {
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_hidden_frame_bytes: 64 * 1024,
         }
     }
@@ -100,9 +104,12 @@ impl ChunkEdits {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
-    /// Reading size + correlation id; `held` bytes of it came from earlier chunks and were
-    /// removed from them; `chunk_start` is where this chunk's part of the prefix begins.
+    /// Reading size + correlation id into the accumulator. Of the bytes that came in
+    /// earlier chunks, the first `passed` went on to the client (no hide was registered
+    /// then) and the next `held` were removed and are kept back until the frame's fate is
+    /// known; `chunk_start` is where this chunk's part of the prefix begins.
     Prefix {
+        passed: usize,
         held: usize,
         chunk_start: usize,
     },
@@ -115,11 +122,21 @@ enum State {
     },
 }
 
-/// A response to remove: the next one with this correlation id, or the one at this
-/// position in the stream (which must then carry the id).
+impl State {
+    fn new_prefix(chunk_start: usize) -> State {
+        State::Prefix {
+            passed: 0,
+            held: 0,
+            chunk_start,
+        }
+    }
+}
+
+/// A response to remove: the one at this position of the stream, which must carry this
+/// correlation id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Hide {
-    index: Option<u64>,
+    index: u64,
     correlation_id: i32,
 }
 
@@ -127,86 +144,60 @@ struct Hide {
 #[derive(Debug, Clone)]
 pub struct ResponseScanner {
     config: ResponseScannerConfig,
+    cursor: Cursor,
     hide: VecDeque<Hide>,
     /// Response frames whose prefix has been read.
     frames: u64,
     state: State,
     acc: Accumulator,
     body: Vec<u8>,
-    chunk_len: usize,
-    pos: usize,
-    outstanding_read: Option<usize>,
     edits: ChunkEdits,
     ready: Option<HiddenResponse>,
-    failed: Option<FrameError>,
-    /// Part of the current prefix went on to the client before a hide was registered.
-    prefix_leaked: bool,
 }
 
 impl ResponseScanner {
     pub fn new(config: ResponseScannerConfig) -> Self {
         Self {
             config,
+            cursor: Cursor::default(),
             hide: VecDeque::new(),
             frames: 0,
-            state: State::Prefix {
-                held: 0,
-                chunk_start: 0,
-            },
+            state: State::new_prefix(0),
             acc: Accumulator::default(),
             body: Vec::new(),
-            chunk_len: 0,
-            pos: 0,
-            outstanding_read: None,
             edits: ChunkEdits::default(),
             ready: None,
-            failed: None,
-            prefix_leaked: false,
         }
     }
 
-    /// Removes the response with this correlation id when it arrives. Responses come back
-    /// in request order, so ids are hidden in the order they are registered.
-    pub fn hide(&mut self, correlation_id: i32) {
-        self.hide.push_back(Hide {
-            index: None,
-            correlation_id,
-        });
-    }
-
     /// Removes the response at position `index` of the stream (0 is the first response on
-    /// the connection). A proxy that counts the requests awaiting an answer knows where the
-    /// answer to its own request falls, even if a client used the same correlation id; the
-    /// frame must carry `correlation_id`, else the stream is out of step and scanning fails.
+    /// the connection). Positions, not correlation ids, decide: a proxy that counts the
+    /// requests awaiting an answer knows where the answer to its own request falls even if
+    /// a client used the same correlation id. The frame must carry `correlation_id`, else
+    /// the stream is out of step and scanning fails. Register hides in stream order, at
+    /// any time before the frame's first byte arrives (between chunks is fine).
     pub fn hide_at(&mut self, index: u64, correlation_id: i32) {
         self.hide.push_back(Hide {
-            index: Some(index),
+            index,
             correlation_id,
         });
-    }
-
-    /// Response frames seen so far (their prefix has been read).
-    pub fn frames_seen(&self) -> u64 {
-        self.frames
     }
 
     /// Nothing to hide, nothing held, at a frame boundary: the caller may stop scanning.
     pub fn is_idle(&self) -> bool {
         self.hide.is_empty()
             && self.acc.len() == 0
-            && matches!(self.state, State::Prefix { held: 0, .. })
-            && self.failed.is_none()
+            && matches!(self.state, State::Prefix { .. })
+            && !self.cursor.is_failed()
     }
 
     pub fn begin_chunk(&mut self, len: usize) {
-        self.chunk_len = len;
-        self.pos = 0;
-        self.outstanding_read = None;
+        self.cursor.begin(len);
         self.edits = ChunkEdits::default();
-        if let State::Prefix { held, .. } = self.state {
-            self.prefix_leaked = self.acc.len() > held;
+        if let State::Prefix { passed, held, .. } = self.state {
             // The prefix (if any) continues at the start of the new chunk.
             self.state = State::Prefix {
+                passed,
                 held,
                 chunk_start: 0,
             };
@@ -214,17 +205,12 @@ impl ResponseScanner {
     }
 
     pub fn poll(&mut self) -> Result<ResponseStep, FrameError> {
+        self.cursor.check()?;
+        if let Some(hidden) = self.ready.take() {
+            return Ok(ResponseStep::Hidden(hidden));
+        }
         loop {
-            if let Some(err) = &self.failed {
-                return Err(err.clone());
-            }
-            if let Some(hidden) = self.ready.take() {
-                return Ok(ResponseStep::Hidden(hidden));
-            }
-            if let Some(wanted) = self.outstanding_read {
-                return self.fail(FrameError::ShortRead { wanted, got: 0 });
-            }
-            let avail = self.chunk_len.saturating_sub(self.pos);
+            let avail = self.cursor.available();
             if avail == 0 {
                 return Ok(ResponseStep::ChunkDone);
             }
@@ -233,59 +219,49 @@ impl ResponseScanner {
                 State::Hidden { left, .. } => left as usize,
                 State::Pass { left } => {
                     let n = left.min(avail as u64);
-                    self.pos += n as usize;
-                    let left = left - n;
-                    self.state = if left == 0 {
-                        self.new_prefix()
-                    } else {
-                        State::Pass { left }
+                    self.cursor.skip(n as usize);
+                    self.state = match left - n {
+                        0 => State::new_prefix(self.cursor.pos()),
+                        left => State::Pass { left },
                     };
                     continue;
                 }
             };
-            let len = want.min(avail);
-            self.outstanding_read = Some(len);
-            return Ok(ResponseStep::Read(self.pos..self.pos + len));
+            return Ok(ResponseStep::Read(self.cursor.read(want)));
         }
     }
 
     pub fn supply(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
-        if let Some(err) = &self.failed {
-            return Err(err.clone());
-        }
-        let wanted = self.outstanding_read.take().unwrap_or(0);
-        if bytes.len() != wanted {
-            return self.fail(FrameError::ShortRead {
-                wanted,
-                got: bytes.len(),
-            });
-        }
-        let start = self.pos;
-        self.pos += bytes.len();
-        if let Err(err) = self.take(start, bytes) {
-            return self.fail(err);
+        let range = self.cursor.accept(bytes)?;
+        if let Err(err) = self.take(range, bytes) {
+            return self.cursor.fail(err);
         }
         Ok(())
     }
 
     /// How to rewrite the chunk just scanned; call after [`ResponseStep::ChunkDone`].
     pub fn finish_chunk(&mut self) -> ChunkEdits {
-        if let State::Prefix { held, chunk_start } = self.state {
-            let partial = self.acc.len() > 0;
-            if partial && !self.hide.is_empty() {
-                // The frame may be one to hide: keep its first bytes back until its
-                // correlation id is known.
-                self.edits.remove(chunk_start..self.chunk_len);
+        if let State::Prefix {
+            passed,
+            held,
+            chunk_start,
+        } = self.state
+        {
+            let here = self.cursor.chunk_len().saturating_sub(chunk_start);
+            if self.acc.len() > 0 && !self.hide.is_empty() {
+                // The frame may be one to hide: keep this chunk's part of its prefix back
+                // until its correlation id is known.
+                self.edits.remove(chunk_start..self.cursor.chunk_len());
                 self.state = State::Prefix {
-                    held: self.acc.len(),
+                    passed,
+                    held: held + here,
                     chunk_start: 0,
                 };
-            } else if held > 0 && partial {
-                // Still incomplete and nothing to hide any more: release what was held.
-                self.edits
-                    .prepend
-                    .extend_from_slice(self.acc.bytes().get(..held).unwrap_or(&[]));
+            } else if self.acc.len() > 0 {
+                // Nothing to hide: what was held goes out now, this chunk's part with it.
+                self.release(passed, held);
                 self.state = State::Prefix {
+                    passed: passed + held + here,
                     held: 0,
                     chunk_start: 0,
                 };
@@ -294,7 +270,8 @@ impl ResponseScanner {
         std::mem::take(&mut self.edits)
     }
 
-    /// Scans and rewrites bytes the caller holds itself.
+    /// Scans and rewrites bytes the caller holds itself. Kept for callers without a host
+    /// buffer: the tests and the fuzz targets drive the scanner through it.
     pub fn scan_slice(
         &mut self,
         data: &[u8],
@@ -311,62 +288,58 @@ impl ResponseScanner {
         Ok((self.finish_chunk().apply(data), hidden))
     }
 
-    fn fail<T>(&mut self, err: FrameError) -> Result<T, FrameError> {
-        self.failed = Some(err.clone());
-        Err(err)
-    }
-
-    fn new_prefix(&self) -> State {
-        State::Prefix {
-            held: 0,
-            chunk_start: self.pos,
+    /// Puts the held bytes of the prefix back in front of this chunk.
+    fn release(&mut self, passed: usize, held: usize) {
+        if held > 0 {
+            let bytes = self.acc.bytes().get(passed..passed + held).unwrap_or(&[]);
+            self.edits.prepend.extend_from_slice(bytes);
         }
     }
 
-    fn take(&mut self, start: usize, bytes: &[u8]) -> Result<(), FrameError> {
-        match self.state.clone() {
-            State::Prefix { held, chunk_start } => {
+    fn take(&mut self, range: Range<usize>, bytes: &[u8]) -> Result<(), FrameError> {
+        match self.state {
+            State::Prefix {
+                passed,
+                held,
+                chunk_start,
+            } => {
                 self.acc.extend(bytes)?;
                 if self.acc.len() < PREFIX_BYTES {
                     return Ok(());
                 }
-                let malformed = FrameError::MalformedHeader {
+                let malformed = || FrameError::MalformedHeader {
                     reason: "short response prefix",
                 };
-                let raw_size = be_i32(self.acc.bytes()).ok_or(malformed.clone())?;
+                let raw_size = be_i32(self.acc.bytes()).ok_or_else(malformed)?;
                 let correlation_id =
-                    be_i32(self.acc.bytes().get(4..).unwrap_or(&[])).ok_or(malformed)?;
-                let size = check_size(raw_size, self.config.max_frame_bytes)?;
+                    be_i32(self.acc.bytes().get(SIZE_PREFIX_BYTES..).unwrap_or(&[]))
+                        .ok_or_else(malformed)?;
+                let size = check_size(raw_size, MAX_RESPONSE_FRAME_BYTES)?;
                 if size < 4 {
                     return Err(FrameError::TruncatedHeader { size, needed: 4 });
                 }
                 let index = self.frames;
                 self.frames += 1;
                 let hide_this = match self.hide.front() {
-                    Some(Hide {
-                        index: Some(at),
-                        correlation_id: want,
-                    }) if *at == index => {
-                        if *want != correlation_id {
+                    Some(hide) if hide.index == index => {
+                        if hide.correlation_id != correlation_id {
                             return Err(FrameError::UnexpectedResponse {
                                 index,
-                                expected: *want,
+                                expected: hide.correlation_id,
                                 got: correlation_id,
                             });
                         }
                         true
                     }
-                    Some(Hide {
-                        index: None,
-                        correlation_id: want,
-                    }) => *want == correlation_id,
+                    Some(hide) if hide.index < index => {
+                        // Its frame went by before the hide was registered.
+                        return Err(FrameError::HideTooLate { index: hide.index });
+                    }
                     _ => false,
                 };
                 if hide_this {
-                    if self.prefix_leaked {
-                        return Err(FrameError::MalformedHeader {
-                            reason: "response to hide began before the hide was registered",
-                        });
+                    if passed > 0 {
+                        return Err(FrameError::HideTooLate { index });
                     }
                     self.hide.pop_front();
                     if size > self.config.max_hidden_frame_bytes {
@@ -375,7 +348,7 @@ impl ResponseScanner {
                             max: self.config.max_hidden_frame_bytes,
                         });
                     }
-                    self.edits.remove(chunk_start..self.pos);
+                    self.edits.remove(chunk_start..range.end);
                     self.body.clear();
                     self.body.extend_from_slice(
                         self.acc.bytes().get(SIZE_PREFIX_BYTES..).unwrap_or(&[]),
@@ -387,17 +360,11 @@ impl ResponseScanner {
                     };
                     self.finish_hidden_if_done();
                 } else {
-                    if held > 0 {
-                        self.edits
-                            .prepend
-                            .extend_from_slice(self.acc.bytes().get(..held).unwrap_or(&[]));
-                    }
+                    self.release(passed, held);
                     self.acc.clear();
-                    let left = u64::from(size) - 4;
-                    self.state = if left == 0 {
-                        self.new_prefix()
-                    } else {
-                        State::Pass { left }
+                    self.state = match u64::from(size) - 4 {
+                        0 => State::new_prefix(range.end),
+                        left => State::Pass { left },
                     };
                 }
                 Ok(())
@@ -406,17 +373,17 @@ impl ResponseScanner {
                 correlation_id,
                 left,
             } => {
-                self.edits.remove(start..self.pos);
+                self.edits.remove(range);
                 self.body.extend_from_slice(bytes);
                 self.state = State::Hidden {
                     correlation_id,
-                    left: left.saturating_sub(bytes.len() as u32),
+                    left: left.saturating_sub(u32::try_from(bytes.len()).unwrap_or(u32::MAX)),
                 };
                 self.finish_hidden_if_done();
                 Ok(())
             }
             State::Pass { .. } => Err(FrameError::MalformedHeader {
-                reason: "scanner read bytes in a passing state",
+                reason: "response scanner read bytes in a passing state",
             }),
         }
     }
@@ -431,7 +398,7 @@ impl ResponseScanner {
                 correlation_id,
                 frame: std::mem::take(&mut self.body),
             });
-            self.state = self.new_prefix();
+            self.state = State::new_prefix(self.cursor.pos());
         }
     }
 }

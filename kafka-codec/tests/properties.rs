@@ -32,7 +32,7 @@ enum Req {
 fn req() -> impl Strategy<Value = Req> {
     prop_oneof![
         (
-            0i16..=13,
+            0i16..=kafka_codec::MAX_PRODUCE_VERSION,
             prop_oneof![Just(0i16), Just(1), Just(-1)],
             proptest::option::of("[a-z]{0,12}"),
             0usize..3000
@@ -81,44 +81,70 @@ proptest! {
                 Req::Metadata { version } => (metadata(*version, corr, client.as_deref()), 3, *version, None),
                 Req::ApiVersions { version } => (api_versions(*version, corr, client.as_deref()), 18, *version, None),
             };
-            truth.push((offset, key, version, corr, client.clone(), acks));
+            truth.push((offset, key, version, corr, acks));
             stream.extend(bytes);
         }
-        let config = RequestScannerConfig { depth: HeaderDepth::Full, ..Default::default() };
+        let config = RequestScannerConfig { depth: HeaderDepth::ProduceAcks, ..Default::default() };
         let mut s = RequestScanner::new(config);
         let mut frames = vec![];
         for chunk in split(&stream, &cuts) {
             frames.extend(s.scan_slice(&chunk).unwrap());
         }
-        let got: Vec<_> = frames.iter().map(|f| (f.stream_offset, f.api_key, f.api_version, f.correlation_id, f.client_id.clone(), f.produce_acks)).collect();
+        let got: Vec<_> = frames.iter().map(|f| (f.stream_offset, f.api_key, f.api_version, f.correlation_id, f.produce_acks)).collect();
         prop_assert_eq!(got, truth);
         prop_assert!(s.at_frame_boundary());
         prop_assert_eq!(s.stream_position(), stream.len() as u64);
+        // Walking whole headers finds the same frames.
+        let mut whole = RequestScanner::new(RequestScannerConfig { depth: HeaderDepth::WholeHeader, ..Default::default() });
+        let mut n = 0;
+        for chunk in split(&stream, &cuts) {
+            n += whole.scan_slice(&chunk).unwrap().len();
+        }
+        prop_assert_eq!(n, reqs.len());
     }
 
     #[test]
     fn hiding_removes_exactly_the_hidden_frames(
         sizes in proptest::collection::vec(0usize..400, 1..10),
         hide_mask in proptest::collection::vec(any::<bool>(), 10),
+        lateness in proptest::collection::vec(any::<usize>(), 10),
         cuts in proptest::collection::vec(any::<usize>(), 0..20),
     ) {
+        // As the filter does it: each hide is registered between two chunks, at a random
+        // point before the first byte of its frame has arrived.
         let frames: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| response(i as i32, *n)).collect();
         let stream = frames.concat();
-        let mut s = ResponseScanner::new(ResponseScannerConfig::default());
+        let chunks = split(&stream, &cuts);
+        let mut chunk_starts = vec![];
+        let mut at = 0;
+        for c in &chunks {
+            chunk_starts.push(at);
+            at += c.len();
+        }
+        let mut register: Vec<Vec<(u64, i32)>> = vec![vec![]; chunks.len()];
         let mut expected = vec![];
         let mut expected_hidden = vec![];
+        let (mut earliest, mut frame_start) = (0, 0);
         for (i, f) in frames.iter().enumerate() {
-            if hide_mask[i] {
-                s.hide(i as i32);
+            let latest = chunk_starts.iter().rposition(|s| *s <= frame_start).unwrap();
+            if hide_mask[i] && latest >= earliest {
+                let when = earliest + lateness[i] % (latest - earliest + 1);
+                earliest = when;
+                register[when].push((i as u64, i as i32));
                 expected_hidden.push(f[4..].to_vec());
             } else {
                 expected.extend_from_slice(f);
             }
+            frame_start += f.len();
         }
+        let mut s = ResponseScanner::new(ResponseScannerConfig::default());
         let mut out = vec![];
         let mut hidden = vec![];
-        for chunk in split(&stream, &cuts) {
-            let (o, h) = s.scan_slice(&chunk).unwrap();
+        for (chunk, hides) in chunks.iter().zip(&register) {
+            for (index, id) in hides {
+                s.hide_at(*index, *id);
+            }
+            let (o, h) = s.scan_slice(chunk).unwrap();
             out.extend(o);
             hidden.extend(h.into_iter().map(|h| h.frame));
         }

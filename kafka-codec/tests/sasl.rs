@@ -23,7 +23,7 @@ fn injected_requests_decode_as_a_broker_would() {
     // Size prefixes are right: the scanner sees exactly two frames.
     let stream = [hs.clone(), auth.clone()].concat();
     let frames = RequestScanner::new(RequestScannerConfig {
-        depth: HeaderDepth::ClientId,
+        depth: HeaderDepth::WholeHeader,
         ..Default::default()
     })
     .scan_slice(&stream)
@@ -37,7 +37,6 @@ fn injected_requests_decode_as_a_broker_would() {
         (frames[1].api_key, frames[1].api_version),
         (api_key::SASL_AUTHENTICATE, 2)
     );
-    assert_eq!(frames[1].client_id.as_deref(), Some("kafka-identity"));
 
     let mut buf = Bytes::copy_from_slice(&hs[4..]);
     let header = decode_request_header_from_buffer(&mut buf).unwrap();
