@@ -16,6 +16,7 @@ use crate::host::HostError;
 use crate::latest::{filter_key, Latest};
 use crate::peer::{self, PeerProperties};
 use crate::session::{Identification, Refusal, RefusalKind};
+use crate::token_cache::{self, TokenCache};
 
 proxy_wasm::main! {{
     // Our own logger and panic hook: the SDK's unwrap the status of the log call.
@@ -103,6 +104,8 @@ struct Configured {
     metrics: Metrics,
     /// The issuer shared with connections that re-authenticate under a newer configuration.
     tokens: Rc<crate::token::TokenIssuer>,
+    /// The SASL requests per principal made with `tokens`, reused for a while.
+    token_cache: Rc<TokenCache>,
 }
 
 #[derive(Default)]
@@ -162,10 +165,16 @@ impl RootContext for Root {
             config.session.tokens.describe()
         );
         let tokens = Rc::new(config.session.tokens.clone());
+        let token_cache = Rc::new(TokenCache::new(
+            &config.session.client_id,
+            config.token_reuse_seconds.saturating_mul(1000),
+            token_cache::DEFAULT_MAX_ENTRIES,
+        ));
         let configured = Rc::new(Configured {
             config,
             metrics,
             tokens,
+            token_cache,
         });
         LATEST.with(|latest| {
             latest
@@ -294,6 +303,7 @@ impl Stream {
             .with(|latest| latest.borrow().get(&self.filter))
             .unwrap_or_else(|| Rc::clone(&configured));
         connection.set_token_issuer(Rc::clone(&newest.tokens));
+        connection.set_token_cache(Rc::clone(&newest.token_cache));
         let config = &configured.config;
         let opened = connection.downstream(
             &config.session,
