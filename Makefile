@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TOOLCHAIN ?= nightly-2026-10-29
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 
-.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix clean
+.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -25,6 +25,7 @@ help:
 	@echo "make e2e-kind    kind + Istio end to end (needs a Docker engine)"
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
 	@echo "make bench-codec criterion benchmark of the request scanner"
+	@echo "make bench-filter criterion benchmark of what a connection costs the filter's code"
 	@echo "make bench       filter cost vs the same path without it; writes docs/benchmarks.md (~12 min)"
 
 setup:
@@ -87,11 +88,17 @@ deploy-check: wasm
 e2e-kind: wasm
 	e2e/kind/run
 
+# bench/null-filter: a Wasm filter that does nothing, the benchmark's path (n).
 bench: setup wasm cli
+	$(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-bench-null-filter
 	bench/run
 
 bench-codec:
 	$(CARGO) bench -j $(CARGO_JOBS) -p kafka-codec --bench request_scanner
+
+# What a connection costs the filter's own code, natively (identify, tokens, the driver).
+bench-filter:
+	$(CARGO) bench -j $(CARGO_JOBS) -p kafka-identity-filter --bench connection
 
 clean:
 	e2e/local/stack-down || true
