@@ -32,14 +32,17 @@ SIZES = [100, 1024, 102400]
 # Bytes per producer/consumer run at BENCH_SCALE=1: each run takes a few seconds on 2 cores.
 RUN_BYTES = {100: 10_000_000, 1024: 30_000_000, 102400: 30_000_000}
 PATHS = ["a", "b", "s", "c"]
-ENVOY_PATHS = ["a", "b", "s"]
+ENVOY_PATHS = ["a", "b", "s"]  # with Envoy's CPU and bytes observed in the throughput runs
+TLS_PATHS = ["a", "n", "m", "b", "s"]  # through Envoy (TLS)
 ENVOY_CLUSTER = {"a": "kafka_plain", "b": "kafka_mesh", "s": "kafka_signed"}
-# Connection churn: Envoy paths (TLS) and the floor, raw clients straight to the broker:
+# Connection churn: Envoy paths (TLS; (n) is Envoy with a Wasm filter that does nothing, to
+# PLAINTEXT, (m) the same to MESH with the client doing SASL itself, pipelined as the filter
+# does) and the floor, raw clients straight to the broker:
 #   p  PLAINTEXT listener, no SASL
 #   f  MESH listener (unsecured validator): SaslHandshake + SaslAuthenticate + ApiVersions in one
 #      write, as the filter sends them; g: the same with a signed token to the SIGNED listener
 #   fq, gq  the same exchanges one request at a time, as Kafka's clients do (reference)
-CHURN_PATHS = ["a", "b", "s", "p", "f", "g", "fq", "gq"]
+CHURN_PATHS = ["a", "n", "m", "b", "s", "p", "f", "g", "fq", "gq"]
 CHURN_BLOCKS = 5  # the churn samples are split into this many blocks for the spread of differences
 SETTLE_S = 0.003  # after close: Envoy tears the connection down inside its own CPU window
 PRODUCER_ID = "spiffe://cluster.local/ns/apps/sa/producer"
@@ -79,6 +82,8 @@ class Stack:
             "b": env["KAFKA_IDENTITY_BOOTSTRAP"],
             "s": env["KAFKA_IDENTITY_BOOTSTRAP_SIGNED"],
             "c": env["KAFKA_IDENTITY_BROKER"],
+            "n": env.get("KAFKA_IDENTITY_BOOTSTRAP_NULL", ""),
+            "m": env.get("KAFKA_IDENTITY_BOOTSTRAP_NULL_SASL", ""),
             # straight to the broker, for the floor
             "p": env["KAFKA_IDENTITY_PLAINTEXT_LISTENER"],
             "f": env["KAFKA_IDENTITY_MESH_LISTENER"],
@@ -292,7 +297,7 @@ class RawPaths:
         # The floor's clients present the producer's principal, like the filter does; each token
         # is made once (the broker still validates it on every connection).
         self.tokens = {"f": kafka_raw.unsecured_jwt(PRODUCER_ID), "g": signed_token(stack)}
-        self.tokens["fq"], self.tokens["gq"] = self.tokens["f"], self.tokens["g"]
+        self.tokens["fq"], self.tokens["gq"], self.tokens["m"] = self.tokens["f"], self.tokens["g"], self.tokens["f"]
 
     def addr(self, path: str) -> tuple[str, int]:
         host, port = self.stack.bootstrap[path].rsplit(":", 1)
@@ -307,7 +312,11 @@ class RawPaths:
             conn.api_versions()
             conn.sasl_oauthbearer("admin")
             return conn
-        if path in ENVOY_PATHS:
+        if path == "m":
+            conn = kafka_raw.connect(host, port, self.ctx)
+            conn.sasl_pipelined_api_versions(self.tokens[path])
+            return conn
+        if path in TLS_PATHS:
             return kafka_raw.connect(host, port, self.ctx)
         conn = kafka_raw.connect(host, port, None)
         if path in ("f", "g"):
@@ -345,7 +354,7 @@ def run_churn(stack: Stack, n: int, results: dict, paths: list[str] | None = Non
         t0 = time.perf_counter()
         conn = raw.open(p)
         t1 = time.perf_counter()
-        if p in ENVOY_PATHS:
+        if p in TLS_PATHS and p != "m":
             conn.api_versions()  # the others sent ApiVersions while opening (with or before SASL)
         conn.metadata("bench-churn")
         conn.produce("bench-churn", 0, batch)

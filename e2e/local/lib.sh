@@ -23,6 +23,13 @@ KI_BENCH="${KAFKA_IDENTITY_BENCH:-0}"
 KI_BENCH_SIGNING="${KAFKA_IDENTITY_BENCH_SIGNING:-}"
 KI_SIGNED_PORT="${KAFKA_IDENTITY_SIGNED_PORT:-19096}"
 KI_ENVOY_SIGNED_PORT="${KAFKA_IDENTITY_ENVOY_SIGNED_PORT:-19445}"
+# With KAFKA_IDENTITY_BENCH=1 and KAFKA_IDENTITY_BENCH_NULL_WASM=FILE: two more Envoy listeners,
+# TLS + that Wasm filter (one that does nothing) + tcp_proxy, to PLAINTEXT (port
+# KAFKA_IDENTITY_ENVOY_NULL_PORT) and to MESH (the next port; the client does SASL itself):
+# what any Wasm network filter costs per connection, with and without the broker's SASL. KAFKA_IDENTITY_BENCH_NULL_CALLS=N makes it do N host calls
+# and N property reads per connection (calibration).
+KI_BENCH_NULL_WASM="${KAFKA_IDENTITY_BENCH_NULL_WASM:-}"
+KI_ENVOY_NULL_PORT="${KAFKA_IDENTITY_ENVOY_NULL_PORT:-19446}"
 KI_ENVOY_PORT="${KAFKA_IDENTITY_ENVOY_PORT:-19443}"
 KI_ENVOY_ADMIN_PORT="${KAFKA_IDENTITY_ENVOY_ADMIN_PORT:-19901}"
 
@@ -291,6 +298,50 @@ ki_envoy_write_config() {
             address:
               socket_address: { address: ${KI_HOST}, port_value: ${KI_SIGNED_PORT} }"
     fi
+    if [[ -n "${KI_BENCH_NULL_WASM}" ]]; then
+      [[ -f "${KI_BENCH_NULL_WASM}" ]] || ki_die "KAFKA_IDENTITY_BENCH_NULL_WASM: no file ${KI_BENCH_NULL_WASM}"
+      # (n) to PLAINTEXT, and (m) on the next port to the MESH listener (the client does SASL).
+      local null_name null_port null_cluster
+      for null_name in null null_sasl; do
+        null_port="${KI_ENVOY_NULL_PORT}" null_cluster=kafka_plain
+        [[ "${null_name}" == null ]] || { null_port=$((KI_ENVOY_NULL_PORT + 1)); null_cluster=kafka_mesh; }
+        bench_listener+="
+  - name: kafka_inbound_${null_name}
+    address:
+      socket_address: { address: ${KI_HOST}, port_value: ${null_port} }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: \"${KI_CERTS}/kafka.kafka.crt\" }
+              private_key: { filename: \"${KI_CERTS}/kafka.kafka.key\" }
+            validation_context:
+              trusted_ca: { filename: \"${KI_CA}\" }
+      filters:
+      - name: envoy.filters.network.wasm
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: null_filter
+            root_id: null_filter
+            configuration:
+              \"@type\": type.googleapis.com/google.protobuf.StringValue
+              value: \"${KAFKA_IDENTITY_BENCH_NULL_CALLS:-0}\"
+            vm_config:
+              vm_id: kafka_identity_null
+              runtime: envoy.wasm.runtime.v8
+              code: { local: { filename: \"${KI_BENCH_NULL_WASM}\" } }
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: kafka_inbound_${null_name}
+          cluster: ${null_cluster}"
+      done
+    fi
     bench_cluster+="
   - name: kafka_plain
     type: STATIC
@@ -370,6 +421,8 @@ ki_envoy_start() {
   ki_check_ports "envoy=${KI_ENVOY_PORT}" "envoy-admin=${KI_ENVOY_ADMIN_PORT}"
   [[ "${KI_BENCH}" != "1" ]] || ki_check_ports "envoy-plain=${KI_ENVOY_PLAIN_PORT}"
   [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_SIGNING}" ]] || ki_check_ports "envoy-signed=${KI_ENVOY_SIGNED_PORT}"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_NULL_WASM}" ]] \
+    || ki_check_ports "envoy-null=${KI_ENVOY_NULL_PORT}" "envoy-null-sasl=$((KI_ENVOY_NULL_PORT + 1))"
   local filter_desc="wasm ${KI_WASM}, config ${KI_FILTER_CONFIG}"
   [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO wasm filter (KAFKA_IDENTITY_NO_FILTER=1)"
   ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}), ${filter_desc}"
@@ -443,6 +496,14 @@ KAFKA_IDENTITY_BOOTSTRAP_NOFILTER=${KI_HOST}:${KI_ENVOY_PLAIN_PORT}
 KAFKA_IDENTITY_PLAINTEXT_LISTENER=${KI_HOST}:${KI_PLAINTEXT_PORT}
 KAFKA_IDENTITY_ENVOY_PLAIN_PORT=${KI_ENVOY_PLAIN_PORT}
 EOF
+    if [[ -n "${KI_BENCH_NULL_WASM}" ]]; then
+      cat >>"${KI_STACK_ENV}.tmp" <<EOF
+KAFKA_IDENTITY_BENCH_NULL_WASM=${KI_BENCH_NULL_WASM}
+KAFKA_IDENTITY_BOOTSTRAP_NULL=${KI_HOST}:${KI_ENVOY_NULL_PORT}
+KAFKA_IDENTITY_BOOTSTRAP_NULL_SASL=${KI_HOST}:$((KI_ENVOY_NULL_PORT + 1))
+KAFKA_IDENTITY_ENVOY_NULL_PORT=${KI_ENVOY_NULL_PORT}
+EOF
+    fi
     if [[ -n "${KI_BENCH_SIGNING}" ]]; then
       cat >>"${KI_STACK_ENV}.tmp" <<EOF
 KAFKA_IDENTITY_BENCH_SIGNING=${KI_BENCH_SIGNING}
@@ -474,6 +535,8 @@ ki_load_stack_ports() {
       KAFKA_IDENTITY_BENCH_SIGNING) KI_BENCH_SIGNING="${val}" ;;
       KAFKA_IDENTITY_SIGNED_PORT) KI_SIGNED_PORT="${val}" ;;
       KAFKA_IDENTITY_ENVOY_SIGNED_PORT) KI_ENVOY_SIGNED_PORT="${val}" ;;
+      KAFKA_IDENTITY_BENCH_NULL_WASM) KI_BENCH_NULL_WASM="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_NULL_PORT) KI_ENVOY_NULL_PORT="${val}" ;;
     esac
   done <"${KI_STACK_ENV}"
 }
