@@ -39,10 +39,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -j $(CARGO_JOBS) --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter -- -D warnings
-	shellcheck -x scripts/install-deps scripts/install-fuzz .ci/run e2e/run e2e/run-matrix e2e/demo \
-	  e2e/local/stack-up e2e/local/stack-down e2e/local/envoy-restart e2e/local/filter-update \
-	  e2e/local/issue-cert e2e/local/smoke e2e/local/lib.sh kafka-codec/tests/data/capture.sh \
-	  bench/run bench/install scripts/install-deploy-tools scripts/validate-manifests
+	scripts/shell-scripts | xargs -d '\n' shellcheck -x
 
 unit:
 	$(CARGO) test -j $(CARGO_JOBS) --workspace

@@ -335,7 +335,7 @@ def signed_token(stack: Stack) -> str:
     p = subprocess.run([str(cli), "token", "--cert", str(stack.certs / "apps.producer.crt"),
                         "--config", str(stack.signing / "filter-config.json")],
                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                            "KAFKA_IDENTITY_SIGNING_KEY": (stack.signing / "key.pem").read_text()},
+                            "KAFKA_IDENTITY_BENCH_SIGNING_KEY": (stack.signing / "key.pem").read_text()},
                        capture_output=True, text=True, timeout=60)
     if p.returncode != 0:
         raise RuntimeError(f"kafka-identity token failed ({p.returncode}): {p.stderr}")

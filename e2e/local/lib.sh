@@ -26,8 +26,9 @@ KI_ENVOY_SIGNED_PORT="${KAFKA_IDENTITY_ENVOY_SIGNED_PORT:-19445}"
 # With KAFKA_IDENTITY_BENCH=1 and KAFKA_IDENTITY_BENCH_NULL_WASM=FILE: two more Envoy listeners,
 # TLS + that Wasm filter (one that does nothing) + tcp_proxy, to PLAINTEXT (port
 # KAFKA_IDENTITY_ENVOY_NULL_PORT) and to MESH (the next port; the client does SASL itself):
-# what any Wasm network filter costs per connection, with and without the broker's SASL. KAFKA_IDENTITY_BENCH_NULL_CALLS=N makes it do N host calls
-# and N property reads per connection (calibration).
+# what any Wasm network filter costs per connection, with and without the broker's SASL.
+# KAFKA_IDENTITY_BENCH_NULL_CALLS=N makes it do N host calls and N property reads per
+# connection (calibration).
 KI_BENCH_NULL_WASM="${KAFKA_IDENTITY_BENCH_NULL_WASM:-}"
 KI_ENVOY_NULL_PORT="${KAFKA_IDENTITY_ENVOY_NULL_PORT:-19446}"
 KI_ENVOY_PORT="${KAFKA_IDENTITY_ENVOY_PORT:-19443}"
@@ -75,6 +76,36 @@ ki_envoy_settings() {
   KI_NO_FILTER="${KAFKA_IDENTITY_NO_FILTER:-0}"
   KI_ENVOY_LOG="${KI_ENVOY_DIR}/envoy.log"
   KI_ENVOY_WASM_LOG_LEVEL="${KAFKA_IDENTITY_ENVOY_WASM_LOG_LEVEL:-debug}"
+  KI_VM_ENV_FILES="${KAFKA_IDENTITY_VM_ENV_FILES:-}"
+  KI_EXT_AUTHZ="${KAFKA_IDENTITY_EXT_AUTHZ:-none}"
+  KI_EXT_AUTHZ_PORT="${KAFKA_IDENTITY_EXT_AUTHZ_PORT:-}"
+  KI_ECDS_FILE="${KI_ENVOY_DIR}/kafka-identity-ecds.json"
+  KI_VM_ENV_NAMES_FILE="${KI_ENVOY_DIR}/vm-env-names"
+}
+
+# ki_vm_env_parse: KAFKA_IDENTITY_VM_ENV_FILES="NAME=FILE ..." -> KI_VM_ENV_NAMES (the VM's
+# environment variable names, host_env_keys) and KI_VM_ENV_ASSIGN (NAME=<file contents>, for
+# Envoy's own environment). The values never enter the Envoy configuration.
+ki_vm_env_parse() {
+  KI_VM_ENV_NAMES=()
+  KI_VM_ENV_ASSIGN=()
+  local item name file
+  for item in ${KI_VM_ENV_FILES}; do
+    name="${item%%=*}"
+    file="${item#*=}"
+    [[ "${item}" == *=* && "${name}" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] \
+      || ki_die "KAFKA_IDENTITY_VM_ENV_FILES: expected NAME=FILE items, got '${item}'"
+    [[ -f "${file}" ]] || ki_die "KAFKA_IDENTITY_VM_ENV_FILES: ${name}: no file ${file}"
+    KI_VM_ENV_NAMES+=("${name}")
+    KI_VM_ENV_ASSIGN+=("${name}=$(cat "${file}")")
+  done
+}
+
+# ki_vm_env_args: --vm-env NAME for each name in KI_VM_ENV_NAMES (for envoy_config.py).
+ki_vm_env_args() {
+  local name
+  KI_VM_ENV_ARGS=()
+  for name in "${KI_VM_ENV_NAMES[@]}"; do KI_VM_ENV_ARGS+=(--vm-env "${name}"); done
 }
 
 # ---- processes ---------------------------------------------------------------
@@ -159,244 +190,67 @@ ki_kafka_tool() {
 }
 
 # ---- Envoy -------------------------------------------------------------------
-# ki_wasm_typed_config CONFIG.json [VM_ID [ENV_FILES]]: the Wasm filter's typed_config as one line
-# of JSON (which is YAML). ENV_FILES (default KAFKA_IDENTITY_VM_ENV_FILES) = "NAME=FILE ..." hands
-# the VM environment variables (vm_config.environment_variables) whose values are the files'
-# contents, e.g. a signing key. VM_ID defaults to kafka_identity.
-ki_wasm_typed_config() {
-  "${KI_PYTHON}" - "${KI_WASM}" "$1" "${3-${KAFKA_IDENTITY_VM_ENV_FILES:-}}" "${2:-kafka_identity}" <<'PY' || ki_die "cannot build the wasm filter config from $1"
-import json, sys
-wasm, config, env, vm_id = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-vm = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
-      "code": {"local": {"filename": wasm}}}
-pairs = [item.split("=", 1) for item in env.split()]
-if pairs:
-    vm["environment_variables"] = {"key_values": {name: open(path).read() for name, path in pairs}}
-print(json.dumps({
-    "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-    "config": {"name": "kafka_identity", "root_id": "kafka_identity", "vm_config": vm,
-               "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                 "value": json.dumps(json.load(open(config)), separators=(",", ":"))}}}))
-PY
-}
+# The configuration is rendered from data by envoy_config.py (see its --help).
 
-# ki_envoy_write_ecds CONFIG.json: (re)writes the extension config Envoy watches, atomically
-# (Envoy reloads a path config source when a file is moved over it).
+# ki_envoy_write_ecds CONFIG.json: (re)writes the extension config Envoy watches, atomically.
+# The VM's environment variable names are the ones Envoy was started with.
 ki_envoy_write_ecds() {
-  local typed tmp="${KI_ENVOY_DIR}/.kafka-identity-ecds.json.tmp"
-  typed="$(ki_wasm_typed_config "$1")"
-  printf '{"resources": [{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", "name": "kafka_identity", "typed_config": %s}]}\n' \
-    "${typed}" >"${tmp}"
-  mv -f "${tmp}" "${KI_ENVOY_DIR}/kafka-identity-ecds.json"
+  ki_vm_env_args
+  "${KI_PYTHON}" "${KI_LOCAL}/envoy_config.py" ecds --out "${KI_ECDS_FILE}" \
+    --wasm "${KI_WASM}" --filter-config "$1" "${KI_VM_ENV_ARGS[@]}" \
+    || ki_die "cannot render the filter's extension config from $1"
 }
 
 ki_envoy_write_config() {
   ki_envoy_settings
+  ki_vm_env_parse
+  ki_vm_env_args
   mkdir -p "${KI_ENVOY_DIR}"
-  local filters="" sfs_filter="" major_minor bench_listener="" bench_cluster=""
-  major_minor="$(cut -d. -f1,2 <<<"${KI_ENVOY_VERSION}")"
-  if [[ "${KI_NO_FILTER}" != "1" ]]; then
+  local args=(bootstrap --out "${KI_ENVOY_DIR}/envoy.yaml" --version "${KI_ENVOY_VERSION}"
+    --host "${KI_HOST}" --envoy-port "${KI_ENVOY_PORT}" --admin-port "${KI_ENVOY_ADMIN_PORT}"
+    --mesh-port "${KI_MESH_PORT}" --certs "${KI_CERTS}" --ca "${KI_CA}"
+    --peer-cert-filter-state "${KAFKA_IDENTITY_PEER_CERT_FILTER_STATE:-auto}")
+  if [[ "${KI_NO_FILTER}" == "1" ]]; then
+    args+=(--filter none)
+  else
     [[ -f "${KI_WASM}" ]] || ki_die "wasm filter not found: ${KI_WASM} (build it, set KAFKA_IDENTITY_WASM, or set KAFKA_IDENTITY_NO_FILTER=1)"
     [[ -f "${KI_FILTER_CONFIG}" ]] || ki_die "filter config not found: ${KI_FILTER_CONFIG}"
     "${KI_PYTHON}" -c 'import json,sys; json.load(open(sys.argv[1]))' "${KI_FILTER_CONFIG}" 2>/dev/null \
       || ki_die "filter config ${KI_FILTER_CONFIG} is not valid JSON"
-    # 1.38 has no connection.peer_certificate property: hand the PEM over via filter state.
-    # KAFKA_IDENTITY_PEER_CERT_FILTER_STATE: auto (default: 1.38.x only), 1 (always), 0 (never).
-    # (Measured: 1.36.4 rejects on_downstream_tls_handshake, 1.37.0+ accept it.)
-    local sfs="${KAFKA_IDENTITY_PEER_CERT_FILTER_STATE:-auto}"
-    if [[ "${sfs}" == "1" || ( "${sfs}" == "auto" && "${major_minor}" == "1.38" ) ]]; then
-      sfs_filter="
-      - name: envoy.filters.network.set_filter_state
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config
-          on_downstream_tls_handshake:
-          - object_key: kafka_identity.peer_cert
-            factory_key: envoy.string
-            format_string:
-              text_format_source:
-                inline_string: \"%DOWNSTREAM_PEER_CERT%\""
-      filters+="${sfs_filter}"
-    fi
+    # The names of the VM's environment variables, for filter-update (values stay in Envoy's
+    # environment and cannot change while it runs).
+    : >"${KI_VM_ENV_NAMES_FILE}"
+    if ((${#KI_VM_ENV_NAMES[@]})); then printf '%s\n' "${KI_VM_ENV_NAMES[@]}" >"${KI_VM_ENV_NAMES_FILE}"; fi
     if [[ "${KI_ECDS}" == "1" ]]; then
-      # Delivered like Istio's WasmPlugin: by extension config discovery (here from a file),
-      # so e2e/local/filter-update can change it without touching open connections.
       ki_envoy_write_ecds "${KI_FILTER_CONFIG}"
-      filters+="
-      - name: kafka_identity
-        config_discovery:
-          config_source:
-            path_config_source: { path: \"${KI_ENVOY_DIR}/kafka-identity-ecds.json\" }
-            resource_api_version: V3
-          type_urls: [\"type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm\"]"
+      args+=(--filter ecds --ecds-file "${KI_ECDS_FILE}")
     else
-      filters+="
-      - name: envoy.filters.network.wasm
-        typed_config: $(ki_wasm_typed_config "${KI_FILTER_CONFIG}")"
+      args+=(--filter inline --wasm "${KI_WASM}" --filter-config "${KI_FILTER_CONFIG}" "${KI_VM_ENV_ARGS[@]}")
     fi
+    case "${KI_EXT_AUTHZ}" in
+      none) ;;
+      before|after)
+        [[ "${KI_EXT_AUTHZ_PORT}" =~ ^[0-9]+$ ]] || ki_die "KAFKA_IDENTITY_EXT_AUTHZ=${KI_EXT_AUTHZ} needs KAFKA_IDENTITY_EXT_AUTHZ_PORT (the authorization server's port)"
+        args+=(--ext-authz "${KI_EXT_AUTHZ}" --ext-authz-port "${KI_EXT_AUTHZ_PORT}") ;;
+      *) ki_die "KAFKA_IDENTITY_EXT_AUTHZ: expected none, before or after, got '${KI_EXT_AUTHZ}'" ;;
+    esac
   fi
   if [[ "${KI_BENCH}" == "1" ]]; then
-    # Benchmark baseline: same TLS settings and certificates, no filter, broker PLAINTEXT listener.
-    bench_listener="
-  - name: kafka_inbound_plain
-    address:
-      socket_address: { address: ${KI_HOST}, port_value: ${KI_ENVOY_PLAIN_PORT} }
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain: { filename: \"${KI_CERTS}/kafka.kafka.crt\" }
-              private_key: { filename: \"${KI_CERTS}/kafka.kafka.key\" }
-            validation_context:
-              trusted_ca: { filename: \"${KI_CA}\" }
-      filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: kafka_inbound_plain
-          cluster: kafka_plain"
+    args+=(--bench-plain-port "${KI_ENVOY_PLAIN_PORT}" --plaintext-port "${KI_PLAINTEXT_PORT}")
     if [[ -n "${KI_BENCH_SIGNING}" ]]; then
-      # Signed mode: the same filter in its own VM, signing with the bench key, to the broker's
-      # SIGNED listener (JWKS validator).
-      bench_listener+="
-  - name: kafka_inbound_signed
-    address:
-      socket_address: { address: ${KI_HOST}, port_value: ${KI_ENVOY_SIGNED_PORT} }
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain: { filename: \"${KI_CERTS}/kafka.kafka.crt\" }
-              private_key: { filename: \"${KI_CERTS}/kafka.kafka.key\" }
-            validation_context:
-              trusted_ca: { filename: \"${KI_CA}\" }
-      filters:${sfs_filter}
-      - name: envoy.filters.network.wasm
-        typed_config: $(ki_wasm_typed_config "${KI_BENCH_SIGNING}/filter-config.json" kafka_identity_signed \
-                          "KAFKA_IDENTITY_SIGNING_KEY=${KI_BENCH_SIGNING}/key.pem")
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: kafka_inbound_signed
-          cluster: kafka_signed"
-      bench_cluster+="
-  - name: kafka_signed
-    type: STATIC
-    connect_timeout: 5s
-    load_assignment:
-      cluster_name: kafka_signed
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: ${KI_HOST}, port_value: ${KI_SIGNED_PORT} }"
+      # Signed mode: the same filter in its own VM, signing with the bench key (from Envoy's
+      # environment, see ki_envoy_start), to the broker's SIGNED listener.
+      args+=(--bench-signed-port "${KI_ENVOY_SIGNED_PORT}" --signed-port "${KI_SIGNED_PORT}"
+        --signed-wasm "${KI_WASM}" --signed-filter-config "${KI_BENCH_SIGNING}/filter-config.json"
+        --signed-vm-env KAFKA_IDENTITY_BENCH_SIGNING_KEY)
     fi
     if [[ -n "${KI_BENCH_NULL_WASM}" ]]; then
       [[ -f "${KI_BENCH_NULL_WASM}" ]] || ki_die "KAFKA_IDENTITY_BENCH_NULL_WASM: no file ${KI_BENCH_NULL_WASM}"
-      # (n) to PLAINTEXT, and (m) on the next port to the MESH listener (the client does SASL).
-      local null_name null_port null_cluster
-      for null_name in null null_sasl; do
-        null_port="${KI_ENVOY_NULL_PORT}" null_cluster=kafka_plain
-        [[ "${null_name}" == null ]] || { null_port=$((KI_ENVOY_NULL_PORT + 1)); null_cluster=kafka_mesh; }
-        bench_listener+="
-  - name: kafka_inbound_${null_name}
-    address:
-      socket_address: { address: ${KI_HOST}, port_value: ${null_port} }
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain: { filename: \"${KI_CERTS}/kafka.kafka.crt\" }
-              private_key: { filename: \"${KI_CERTS}/kafka.kafka.key\" }
-            validation_context:
-              trusted_ca: { filename: \"${KI_CA}\" }
-      filters:
-      - name: envoy.filters.network.wasm
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
-          config:
-            name: null_filter
-            root_id: null_filter
-            configuration:
-              \"@type\": type.googleapis.com/google.protobuf.StringValue
-              value: \"${KAFKA_IDENTITY_BENCH_NULL_CALLS:-0}\"
-            vm_config:
-              vm_id: kafka_identity_null
-              runtime: envoy.wasm.runtime.v8
-              code: { local: { filename: \"${KI_BENCH_NULL_WASM}\" } }
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: kafka_inbound_${null_name}
-          cluster: ${null_cluster}"
-      done
+      args+=(--bench-null-port "${KI_ENVOY_NULL_PORT}" --null-wasm "${KI_BENCH_NULL_WASM}"
+        --null-calls "${KAFKA_IDENTITY_BENCH_NULL_CALLS:-0}")
     fi
-    bench_cluster+="
-  - name: kafka_plain
-    type: STATIC
-    connect_timeout: 5s
-    load_assignment:
-      cluster_name: kafka_plain
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: ${KI_HOST}, port_value: ${KI_PLAINTEXT_PORT} }"
   fi
-  cat >"${KI_ENVOY_DIR}/envoy.yaml" <<EOF
-# generated by e2e/local (ENVOY_VERSION=${KI_ENVOY_VERSION}, KAFKA_IDENTITY_NO_FILTER=${KI_NO_FILTER})
-# Shaped like an Istio inbound sidecar listener: mTLS (client cert required) terminated
-# here, then [kafka_identity wasm filter] + tcp_proxy to the broker's MESH listener.
-node: { id: kafka-identity-e2e, cluster: e2e }
-admin:
-  address:
-    socket_address: { address: ${KI_HOST}, port_value: ${KI_ENVOY_ADMIN_PORT} }
-static_resources:
-  listeners:
-  - name: kafka_inbound
-    address:
-      socket_address: { address: ${KI_HOST}, port_value: ${KI_ENVOY_PORT} }
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain: { filename: "${KI_CERTS}/kafka.kafka.crt" }
-              private_key: { filename: "${KI_CERTS}/kafka.kafka.key" }
-            validation_context:
-              trusted_ca: { filename: "${KI_CA}" }
-      filters:${filters}
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: kafka_inbound
-          cluster: kafka_mesh${bench_listener}
-  clusters:
-  - name: kafka_mesh
-    type: STATIC
-    connect_timeout: 5s
-    load_assignment:
-      cluster_name: kafka_mesh
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: ${KI_HOST}, port_value: ${KI_MESH_PORT} }${bench_cluster}
-EOF
+  "${KI_PYTHON}" "${KI_LOCAL}/envoy_config.py" "${args[@]}" || ki_die "cannot render ${KI_ENVOY_DIR}/envoy.yaml"
 }
 
 # ki_envoy_prepare: write envoy.yaml from the current env and check it with --mode validate
@@ -406,8 +260,10 @@ ki_envoy_prepare() {
   [[ -x "${KI_ENVOY_BIN}" ]] || ki_die "envoy ${KI_ENVOY_VERSION} not installed at ${KI_ENVOY_BIN}: run scripts/install-deps --envoy-versions \"${KI_ENVOY_VERSION}\""
   ki_envoy_write_config
   ki_log "envoy ${KI_ENVOY_VERSION}: validating config"
-  if ! "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" --disable-hot-restart \
-        >"${KI_ENVOY_DIR}/validate.log" 2>&1; then
+  # The filter parses its configuration (and reads its VM environment) during validation.
+  ki_bench_env
+  if ! env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" \
+        --disable-hot-restart >"${KI_ENVOY_DIR}/validate.log" 2>&1; then
     tail -n 30 "${KI_ENVOY_DIR}/validate.log" >&2
     ki_die "envoy ${KI_ENVOY_VERSION} rejected ${KI_ENVOY_DIR}/envoy.yaml (see above; full output in ${KI_ENVOY_DIR}/validate.log)"
   fi
@@ -427,7 +283,9 @@ ki_envoy_start() {
   [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO wasm filter (KAFKA_IDENTITY_NO_FILTER=1)"
   ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}), ${filter_desc}"
   : >"${KI_ENVOY_LOG}"
-  setsid "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
+  # VM environment variables (e.g. a signing key) reach the VM from Envoy's environment.
+  ki_bench_env
+  setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
       --disable-hot-restart --concurrency 1 \
       -l info --component-log-level "wasm:${KI_ENVOY_WASM_LOG_LEVEL}" \
       --log-path "${KI_ENVOY_LOG}" \
@@ -448,6 +306,15 @@ ki_envoy_start() {
   done
   tail -n 40 "${KI_ENVOY_LOG}" >&2 || true
   ki_die "envoy not ready after 30 s (log tail above)"
+}
+
+# ki_bench_env: KI_BENCH_ENV_ASSIGN, the bench signing key for Envoy's environment (the signed
+# path's VM reads it as KAFKA_IDENTITY_BENCH_SIGNING_KEY, host_env_keys).
+ki_bench_env() {
+  KI_BENCH_ENV_ASSIGN=()
+  if [[ "${KI_BENCH}" == "1" && -n "${KI_BENCH_SIGNING}" ]]; then
+    KI_BENCH_ENV_ASSIGN+=("KAFKA_IDENTITY_BENCH_SIGNING_KEY=$(cat "${KI_BENCH_SIGNING}/key.pem")")
+  fi
 }
 
 ki_envoy_stop() { ki_stop "${KI_ENVOY_PID}" "$(ki_envoy_marker)" envoy; }

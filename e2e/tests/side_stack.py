@@ -50,6 +50,15 @@ class SideStack:
     def down(self):
         subprocess.run([str(LOCAL / "stack-down")], env=self.env, capture_output=True, timeout=120)
 
+    def envoy_restart(self, extra_env):
+        """Restarts only Envoy with these settings changed (Kafka keeps running)."""
+        self.env.update(extra_env)
+        run = subprocess.run([str(LOCAL / "envoy-restart")], env=self.env, capture_output=True, text=True,
+                             timeout=120)
+        if run.returncode != 0:
+            raise RuntimeError(f"side envoy-restart failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        self.stack = read_env(self.state / "stack.env")
+
     def filter_update(self, config, vm_env_files=None):
         env = dict(self.env)
         if vm_env_files is not None:
@@ -98,10 +107,16 @@ def wait_for_text(path, text, timeout=30.0):
     return False
 
 
-def produce_and_consume(stack, seconds, during=None):
+def produce_and_consume(stack, seconds, during=None, steps=()):
     """One producer and one consumer (group orders-readers), each on its long-lived
-    connection, for `seconds`; `during()` runs once midway. Returns a report of what was
-    sent, delivered and read back, and every disconnect librdkafka logged."""
+    connection, for `seconds`; `during()` runs once a third of the way in, and each
+    `(at_seconds, action)` of `steps` once `at_seconds` have passed (in order). Returns a
+    report of what was sent, delivered and read back, and every disconnect librdkafka
+    logged."""
+    steps = list(steps)
+    if during is not None:
+        steps.append((seconds / 3, during))
+    steps.sort(key=lambda step: step[0])
     from confluent_kafka import Consumer, Producer
 
     run = uuid.uuid4().hex[:10]
@@ -135,7 +150,6 @@ def produce_and_consume(stack, seconds, during=None):
     reader.start()
     sent, delivered = [], []
     start = time.time()
-    did_during = during is None
     i = 0
     while time.time() - start < seconds:
         value = f"{run}-{i}"
@@ -143,10 +157,10 @@ def produce_and_consume(stack, seconds, during=None):
         producer.produce("orders", value.encode(), on_delivery=lambda err, msg: delivered.append(err is None))
         producer.poll(0)
         i += 1
-        if not did_during and time.time() - start > seconds / 3:
-            during()
-            did_during = True
+        while steps and time.time() - start > steps[0][0]:
+            steps.pop(0)[1]()
         time.sleep(0.1)
+    assert not steps, f"{len(steps)} steps did not run within {seconds} s"
     producer.flush(30)
     deadline = time.time() + 20
     while len(consumed) < len(sent) and time.time() < deadline:

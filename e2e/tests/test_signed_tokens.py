@@ -1,10 +1,14 @@
 """Signed mode: the broker checks the filter's tokens against a JWKS with Kafka's stock
 OAuthBearerValidatorCallbackHandler, so a client that reaches the broker directly cannot
-present a token of its own; and the signing key rotates without dropping a connection."""
+present a token of its own; the signing key never shows in Envoy's config dump; and the
+key rotates as docs/security.md describes without dropping or failing a connection."""
 
 import json
+import os
+import re
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -12,27 +16,41 @@ from side_stack import CLI, REPO, SideStack, produce_and_consume, wait_for_text
 
 KEYS = REPO / "e2e" / ".state" / "signed-inputs"
 IDENTITY = {"sources": ["spiffe"], "spiffe": {"trust_domains": ["cluster.local"]}}
+TOKEN_LIFETIME = 60  # seconds; the broker's sessions are shorter (connections.max.reauth.ms)
+SLOTS = {"old": "KAFKA_IDENTITY_SIGNING_KEY_A", "new": "KAFKA_IDENTITY_SIGNING_KEY_B"}
 
 
 def filter_config(kid):
     return {"stat_prefix": "kafka_identity", "identity": IDENTITY,
+            "token_lifetime_seconds": TOKEN_LIFETIME,
             "signing": {"key_id": kid, "issuer": "kafka-identity", "audience": "kafka",
-                        "private_key_env": "KAFKA_IDENTITY_SIGNING_KEY"}}
+                        "private_key_env": SLOTS[kid]}}
 
 
-def keygen(kid, append):
-    args = [str(CLI), "keygen", "--key-id", kid, "--key-out", str(KEYS / f"{kid}.pem"),
-            "--jwks-out", str(KEYS / "jwks.json")] + (["--append"] if append else [])
-    subprocess.run(args, check=True, capture_output=True, timeout=60)
+def keygen(kid):
+    subprocess.run([str(CLI), "keygen", "--key-id", kid, "--key-out", str(KEYS / f"{kid}.pem"),
+                    "--jwks-out", str(KEYS / f"{kid}.jwks.json")],
+                   check=True, capture_output=True, timeout=60)
+
+
+def publish_jwks(*kids):
+    """Writes the broker's JWKS with these keys, atomically, as an operator must: Kafka reads
+    the file again when its modification time changes."""
+    keys = [key for kid in kids for key in json.loads((KEYS / f"{kid}.jwks.json").read_text())["keys"]]
+    tmp = KEYS / "jwks.json.tmp"
+    tmp.write_text(json.dumps({"keys": keys}))
+    os.replace(tmp, KEYS / "jwks.json")
 
 
 @pytest.fixture(scope="module")
 def stack():
     assert CLI.is_file(), f"{CLI} missing: make builds it (cargo build --release -p kafka-identity-cli)"
     KEYS.mkdir(parents=True, exist_ok=True)
-    (KEYS / "jwks.json").unlink(missing_ok=True)
-    keygen("old", append=False)
-    keygen("new", append=True)
+    # The next key is in its slot from the start (step 0 of the rotation), but only the
+    # active key is in the broker's JWKS.
+    keygen("old")
+    keygen("new")
+    publish_jwks("old")
     jwks = f"file://{KEYS / 'jwks.json'}"
     (KEYS / "broker.properties").write_text("\n".join([
         "connections.max.reauth.ms=10000",
@@ -48,8 +66,9 @@ def stack():
         "KAFKA_IDENTITY_KAFKA_JVM_OPTS": f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks}",
         "KAFKA_IDENTITY_ECDS": "1",
         "KAFKA_IDENTITY_FILTER_CONFIG": str(KEYS / "filter-old.json"),
-        # The key reaches the VM as an environment variable, as from a Kubernetes Secret.
-        "KAFKA_IDENTITY_VM_ENV_FILES": f"KAFKA_IDENTITY_SIGNING_KEY={KEYS / 'old.pem'}",
+        # Two key slots in Envoy's environment, named in host_env_keys, as an istio-proxy
+        # container gets them from a Secret.
+        "KAFKA_IDENTITY_VM_ENV_FILES": " ".join(f"{SLOTS[kid]}={KEYS / f'{kid}.pem'}" for kid in ("old", "new")),
     })
     try:
         yield side.up()
@@ -62,7 +81,7 @@ def new_lines(path, since):
 
 
 def test_signed_tokens_authorize_each_principal(stack):
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import Producer
     log = REPO / stack.stack["KAFKA_IDENTITY_AUTHORIZER_LOG"]
     mark = len(log.read_text(errors="replace"))
     ok = Producer(dict(stack.client_conf("producer"), acks="all"))
@@ -77,6 +96,28 @@ def test_signed_tokens_authorize_each_principal(stack):
     assert "User:spiffe://cluster.local/ns/apps/sa/consumer is Denied operation = WRITE" in lines
     assert wait_for_text(stack.stack["KAFKA_IDENTITY_ENVOY_LOG"], "token=ES256:old outcome=authenticated")
     assert stack.counter("auth_failed") == 0
+
+
+def pem_body(path):
+    """The base64 lines of a PEM key: what would show if the key leaked."""
+    return "".join(line for line in path.read_text().splitlines() if not line.startswith("-----"))
+
+
+def test_config_dump_does_not_contain_the_signing_key(stack):
+    admin = stack.stack["KAFKA_IDENTITY_ENVOY_ADMIN"]
+    with urllib.request.urlopen(f"http://{admin}/config_dump?include_eds", timeout=10) as r:
+        dump = r.read().decode()
+    # The dump has the filter and names the key slots...
+    assert "kafka_identity" in dump and SLOTS["old"] in dump and "host_env_keys" in dump
+    # ...but holds neither key, not even one line of either (JSON may escape newlines).
+    flat = dump.replace("\\n", "").replace("\n", "").replace(" ", "")
+    for kid in ("old", "new"):
+        body = pem_body(KEYS / f"{kid}.pem")
+        assert body not in flat, f"the {kid} signing key is in /config_dump"
+        for line in (KEYS / f"{kid}.pem").read_text().splitlines():
+            if not line.startswith("-----"):
+                assert line not in dump, f"a line of the {kid} key is in /config_dump"
+    assert "PRIVATE KEY" not in dump
 
 
 def direct_metadata(stack, token):
@@ -126,20 +167,58 @@ def test_direct_client_with_a_token_from_another_key_is_refused(stack):
     assert direct_metadata(stack, token_for_admin(signing("old"), rogue / "key.pem")) is None
 
 
-def test_key_rotation_drops_no_open_connection(stack):
+def connection_tokens(log_text):
+    """{source address: [(outcome, token), ...]} from the filter's per-connection lines."""
+    by_source = {}
+    pattern = r"source=(\S+) identity=\S+ principal=\S+ token=(\S+) outcome=(authenticated|reauthenticated)"
+    for source, token, outcome in re.findall(pattern, log_text):
+        by_source.setdefault(source, []).append((outcome, token))
+    return by_source
+
+
+def test_key_rotation_reaches_open_connections(stack):
+    """docs/security.md, "Rotation", step by step, with a producer and a consumer connected
+    from before step 1 until after step 3. Runs last: it leaves only the new key trusted."""
     envoy_log = REPO / stack.stack["KAFKA_IDENTITY_ENVOY_LOG"]
+    mark = len(envoy_log.read_text(errors="replace"))
+    counts = {}
 
-    def rotate():
-        stack.filter_update(KEYS / "filter-new.json",
-                            vm_env_files=f"KAFKA_IDENTITY_SIGNING_KEY={KEYS / 'new.pem'}")
+    def step1_publish_the_new_key():
+        publish_jwks("old", "new")
 
-    reauth_before = stack.counter("reauthenticated")
-    report = produce_and_consume(stack, 36, during=rotate)
+    def step2_switch_the_filter():
+        stack.filter_update(KEYS / "filter-new.json")
+        counts["switched"] = time.time()
+
+    def step3_remove_the_old_key():
+        # One token lifetime after the switch took effect.
+        assert time.time() - counts["switched"] >= TOKEN_LIFETIME
+        publish_jwks("new")
+        counts["reauth_at_removal"] = stack.counter("reauthenticated")
+
+    switch_at = 15
+    report = produce_and_consume(stack, switch_at + TOKEN_LIFETIME + 35, steps=[
+        (8, step1_publish_the_new_key),
+        (switch_at, step2_switch_the_filter),
+        (switch_at + TOKEN_LIFETIME + 5, step3_remove_the_old_key),
+    ])
     assert report["disconnects"] == [], report["disconnects"][:3]
-    assert sorted(report["consumed"]) == sorted(report["sent"]) and report["delivered"] == len(report["sent"])
-    # Open connections kept re-authenticating (with the old key, still in the JWKS)...
-    assert stack.counter("reauthenticated") - reauth_before >= 4
-    # ...and a connection opened after the switch authenticates with the new key.
+    assert report["delivered"] == len(report["sent"]) > 500
+    assert sorted(report["consumed"]) == sorted(report["sent"]), "lost or duplicated messages"
+    assert stack.counter("auth_failed") == 0
+    # Connections kept re-authenticating after the old key was gone (10 s sessions).
+    assert stack.counter("reauthenticated") - counts["reauth_at_removal"] >= 4
+    # The connections that authenticated with the old key before the switch went on,
+    # without reconnecting, re-authenticating with the new one.
+    assert wait_for_text(envoy_log, "token=ES256:new outcome=reauthenticated")
+    tokens = connection_tokens(new_lines(envoy_log, mark))
+    carried_over = {source: seen for source, seen in tokens.items()
+                    if ("authenticated", "ES256:old") in seen and ("reauthenticated", "ES256:new") in seen}
+    assert len(carried_over) >= 2, tokens
+    for seen in carried_over.values():
+        first_new = seen.index(("reauthenticated", "ES256:new"))
+        assert all(token == "ES256:new" for _, token in seen[first_new:]), seen
+    # A connection opened now authenticates with the new key.
     from confluent_kafka import Producer
     after = Producer(dict(stack.client_conf("producer"), acks="all"))
     after.produce("orders", b"after-rotation")

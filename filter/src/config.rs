@@ -48,7 +48,8 @@ struct RawSigning {
     issuer: String,
     audience: String,
     private_key_pem: Option<String>,
-    /// Name of an environment variable of the VM (`vm_config.environment_variables`,
+    /// Name of an environment variable of the VM (from Envoy's environment through
+    /// `vm_config.environment_variables.host_env_keys`, so the key is not in the config dump;
     /// e.g. filled from a Kubernetes Secret) that holds the PEM.
     private_key_env: Option<String>,
 }
@@ -86,20 +87,12 @@ pub struct FilterConfig {
     pub token_reuse_seconds: u64,
 }
 
-/// Why a configuration was refused: one line naming the field and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// Why a configuration was refused: the field and the reason, shown as `field: reason`.
+/// The same type as the `identity` section's errors.
+pub use kafka_identity_core::ConfigError;
 
 fn field_error(field: &str, reason: impl fmt::Display) -> ConfigError {
-    ConfigError(format!("{field}: {reason}"))
+    ConfigError::new(field, reason)
 }
 
 /// Parses and checks the plugin configuration. Empty input means all defaults.
@@ -200,10 +193,7 @@ pub fn parse_with_env(
         },
         Some(signing) => signed_issuer(signing, raw.token_lifetime_seconds, env)?,
     };
-    let mapper = raw
-        .identity
-        .compile()
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let mapper = raw.identity.compile()?;
     Ok(FilterConfig {
         stat_prefix: raw.stat_prefix,
         mapper,
@@ -242,7 +232,7 @@ fn signed_issuer(
         (None, Some(name)) => env(&name).ok_or_else(|| {
             field_error(
                 "signing.private_key_env",
-                format!("environment variable {name:?} is not set in the Wasm VM (vm_config.environment_variables)"),
+                format!("environment variable {name:?} is not set in the Wasm VM (name it in vm_config.environment_variables.host_env_keys and set it in Envoy's environment; Istio: vmConfig.env valueFrom HOST)"),
             )
         })?,
         _ => {

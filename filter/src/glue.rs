@@ -55,6 +55,9 @@ impl log::Log for Logger {
 thread_local! {
     /// The newest configuration of each filter in this VM (see `latest`).
     static LATEST: RefCell<Latest<Configured>> = RefCell::new(Latest::default());
+    /// This VM's name in the logs (its start time) and how many root contexts it has had:
+    /// shows whether a configuration update kept the VM.
+    static VM: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// Counter ids, defined once per configuration.
@@ -126,8 +129,13 @@ fn property_string(path: &[&str]) -> Option<String> {
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _size: usize) -> bool {
-        // One line per VM: shows whether a configuration update kept the VM.
-        info!("kafka-identity: VM started");
+        // Envoy starts a root context per filter configuration; the VM may be new or kept.
+        let (mut id, roots) = VM.with(|vm| vm.get());
+        if id == 0 {
+            id = abi::now_ms().unwrap_or(1).max(1);
+        }
+        VM.with(|vm| vm.set((id, roots + 1)));
+        info!("kafka-identity: root context {} in VM {id:x}", roots + 1);
         true
     }
 

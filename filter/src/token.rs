@@ -37,14 +37,43 @@ pub enum TokenIssuer {
     Signed(Box<SignedIssuer>),
 }
 
+/// Why a signing key cannot be used or a token cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenError(pub String);
+pub enum TokenError {
+    NotP256Key,
+    NotRsaKey,
+    RsaKeyTooSmall {
+        bits: usize,
+        min: usize,
+    },
+    Signing {
+        algorithm: Algorithm,
+        detail: String,
+    },
+    Json(String),
+}
 
 impl std::fmt::Display for TokenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            TokenError::NotP256Key => f.write_str(
+                "not a P-256 private key in PEM (PKCS#8 \"PRIVATE KEY\" or SEC1 \"EC PRIVATE KEY\")",
+            ),
+            TokenError::NotRsaKey => f.write_str(
+                "not an RSA private key in PEM (PKCS#8 \"PRIVATE KEY\" or PKCS#1 \"RSA PRIVATE KEY\")",
+            ),
+            TokenError::RsaKeyTooSmall { bits, min } => {
+                write!(f, "RSA key has {bits} bits; at least {min} are required")
+            }
+            TokenError::Signing { algorithm, detail } => {
+                write!(f, "{algorithm:?} signing failed: {detail}")
+            }
+            TokenError::Json(e) => write!(f, "cannot encode the token: {e}"),
+        }
     }
 }
+
+impl std::error::Error for TokenError {}
 
 impl TokenIssuer {
     /// `nonce` makes `jti` unique per connection, `sequence` per (re-)authentication.
@@ -217,16 +246,19 @@ impl SignedIssuer {
         match &self.key {
             SigningKey::Es256(key) => {
                 // JWS wants the fixed-size r || s form, not DER (RFC 7518 section 3.4).
-                let signature: p256::ecdsa::Signature = key
-                    .try_sign(message)
-                    .map_err(|e| TokenError(format!("ES256 signing failed: {e}")))?;
+                let signature: p256::ecdsa::Signature =
+                    key.try_sign(message).map_err(|e| TokenError::Signing {
+                        algorithm: Algorithm::ES256,
+                        detail: e.to_string(),
+                    })?;
                 Ok(signature.to_bytes().to_vec())
             }
             SigningKey::Rs256(key) => {
                 use rsa::signature::SignatureEncoding;
-                let signature = key
-                    .try_sign(message)
-                    .map_err(|e| TokenError(format!("RS256 signing failed: {e}")))?;
+                let signature = key.try_sign(message).map_err(|e| TokenError::Signing {
+                    algorithm: Algorithm::RS256,
+                    detail: e.to_string(),
+                })?;
                 Ok(signature.to_vec())
             }
         }
@@ -240,12 +272,7 @@ fn es256_key(pem: &str) -> Result<p256::ecdsa::SigningKey, TokenError> {
     }
     p256::SecretKey::from_sec1_pem(pem)
         .map(p256::ecdsa::SigningKey::from)
-        .map_err(|_| {
-            TokenError(
-                "not a P-256 private key in PEM (PKCS#8 \"PRIVATE KEY\" or SEC1 \"EC PRIVATE KEY\")"
-                    .to_owned(),
-            )
-        })
+        .map_err(|_| TokenError::NotP256Key)
 }
 
 /// Smallest RSA key accepted (jose4j refuses RS256 keys below 2048 bits).
@@ -257,17 +284,13 @@ fn rs256_key(pem: &str) -> Result<rsa::pkcs1v15::SigningKey<sha2::Sha256>, Token
     use rsa::traits::PublicKeyParts;
     let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
         .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
-        .map_err(|_| {
-            TokenError(
-                "not an RSA private key in PEM (PKCS#8 \"PRIVATE KEY\" or PKCS#1 \"RSA PRIVATE KEY\")"
-                    .to_owned(),
-            )
-        })?;
+        .map_err(|_| TokenError::NotRsaKey)?;
     let bits = key.size() * 8;
     if bits < MIN_RSA_BITS {
-        return Err(TokenError(format!(
-            "RSA key has {bits} bits; at least {MIN_RSA_BITS} are required"
-        )));
+        return Err(TokenError::RsaKeyTooSmall {
+            bits,
+            min: MIN_RSA_BITS,
+        });
     }
     Ok(rsa::pkcs1v15::SigningKey::new(key))
 }
@@ -279,7 +302,7 @@ mod erased {
     }
     impl<T: serde::Serialize> Json for T {
         fn to_json(&self) -> Result<Vec<u8>, super::TokenError> {
-            serde_json::to_vec(self).map_err(|e| super::TokenError(e.to_string()))
+            serde_json::to_vec(self).map_err(|e| super::TokenError::Json(e.to_string()))
         }
     }
 }

@@ -85,19 +85,21 @@ impl Default for SubjectConfig {
     }
 }
 
-/// A refused configuration: the field and the reason, on one line.
+/// A refused configuration: the field and the reason, on one line. The filter's own
+/// configuration errors have this shape too (it is the same type).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Dotted path, e.g. `identity.spiffe.template`.
     pub field: String,
+    /// What is wrong with it, for a human.
     pub reason: String,
 }
 
 impl ConfigError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, reason: impl fmt::Display) -> Self {
         ConfigError {
             field: field.into(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 }
@@ -122,11 +124,11 @@ impl IdentityConfig {
                 } else {
                     format!("identity.{path}")
                 };
-                ConfigError::new(field, e.into_inner().to_string())
+                ConfigError::new(field, e.into_inner())
             })?;
         deserializer
             .end()
-            .map_err(|e| ConfigError::new("identity", e.to_string()))?;
+            .map_err(|e| ConfigError::new("identity", e))?;
         Ok(config)
     }
 
@@ -204,7 +206,7 @@ fn compile_spiffe(config: &SpiffeConfig) -> Result<CompiledSource, ConfigError> 
 
 fn compile_subject(config: &SubjectConfig) -> Result<CompiledSource, ConfigError> {
     let rules = KafkaRules::parse(&config.rules)
-        .map_err(|e| ConfigError::new("identity.subject.rules", e.to_string()))?;
+        .map_err(|e| ConfigError::new("identity.subject.rules", e))?;
     if rules.is_empty() {
         return Err(ConfigError::new(
             "identity.subject.rules",

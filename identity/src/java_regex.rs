@@ -10,6 +10,7 @@
 //! `m`, `x`, `u`, `d` and `U` flags, Unicode blocks, `java*` properties) are refused with
 //! a message, never approximated.
 
+use std::fmt;
 use std::fmt::Write as _;
 
 const MAX_PATTERN_CHARS: usize = 4096;
@@ -27,12 +28,12 @@ struct Flags {
 }
 
 /// Translates a Java pattern into `regex` syntax.
-pub fn translate(java: &str) -> Result<String, String> {
+pub fn translate(java: &str) -> Result<String, RegexError> {
     let chars: Vec<char> = java.chars().collect();
     if chars.len() > MAX_PATTERN_CHARS {
-        return Err(format!(
+        return Err(syntax(format!(
             "pattern is longer than {MAX_PATTERN_CHARS} characters"
-        ));
+        )));
     }
     let mut translator = Translator {
         chars,
@@ -54,8 +55,35 @@ struct Translator {
     class_depth: usize,
 }
 
-fn unsupported(what: &str) -> String {
-    format!("{what} not supported (the Rust regex engine has no exact equivalent)")
+/// Why a Java pattern is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegexError {
+    /// Java accepts it, but the `regex` crate has no exact equivalent.
+    Unsupported(String),
+    /// Java itself would refuse it (`PatternSyntaxException`).
+    Syntax(String),
+}
+
+impl fmt::Display for RegexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegexError::Unsupported(what) => write!(
+                f,
+                "{what} not supported (the Rust regex engine has no exact equivalent)"
+            ),
+            RegexError::Syntax(problem) => f.write_str(problem),
+        }
+    }
+}
+
+impl std::error::Error for RegexError {}
+
+fn unsupported(what: &str) -> RegexError {
+    RegexError::Unsupported(what.to_owned())
+}
+
+fn syntax(problem: impl Into<String>) -> RegexError {
+    RegexError::Syntax(problem.into())
 }
 
 impl Translator {
@@ -79,7 +107,7 @@ impl Translator {
         self.scopes.last().copied().unwrap_or_default()
     }
 
-    fn run(&mut self) -> Result<(), String> {
+    fn run(&mut self) -> Result<(), RegexError> {
         while let Some(c) = self.next() {
             match c {
                 '\\' => self.escape_outside_class()?,
@@ -101,7 +129,7 @@ impl Translator {
                 '(' => self.group_open()?,
                 ')' => {
                     if self.scopes.len() <= 1 {
-                        return Err(format!("unmatched ')' at index {}", self.pos - 1));
+                        return Err(syntax(format!("unmatched ')' at index {}", self.pos - 1)));
                     }
                     self.scopes.pop();
                     self.out.push(')');
@@ -115,12 +143,12 @@ impl Translator {
             }
         }
         if self.scopes.len() > 1 {
-            return Err("unclosed group".to_string());
+            return Err(syntax("unclosed group"));
         }
         Ok(())
     }
 
-    fn quantifier_suffix(&mut self) -> Result<(), String> {
+    fn quantifier_suffix(&mut self) -> Result<(), RegexError> {
         match self.peek() {
             Some('?') => {
                 self.pos += 1;
@@ -131,22 +159,22 @@ impl Translator {
         }
         // Java refuses `a**` and `a*?+`; the `regex` crate would accept them.
         match self.peek() {
-            Some(c @ ('*' | '+' | '?')) => Err(format!(
+            Some(c @ ('*' | '+' | '?')) => Err(syntax(format!(
                 "dangling meta character '{c}' at index {}",
                 self.pos
-            )),
+            ))),
             _ => Ok(()),
         }
     }
 
-    fn counted_repetition(&mut self) -> Result<(), String> {
+    fn counted_repetition(&mut self) -> Result<(), RegexError> {
         let start = self.pos - 1;
         let mut body = String::new();
         loop {
             match self.next() {
                 Some('}') => break,
                 Some(c) if c.is_ascii_digit() || c == ',' => body.push(c),
-                _ => return Err(format!("illegal repetition at index {start}")),
+                _ => return Err(syntax(format!("illegal repetition at index {start}"))),
             }
         }
         let mut parts = body.splitn(2, ',');
@@ -154,13 +182,15 @@ impl Translator {
         let max = parts.next();
         let valid = !min.is_empty() && max.is_none_or(|m| !m.contains(','));
         if !valid {
-            return Err(format!("illegal repetition {{{body}}} at index {start}"));
+            return Err(syntax(format!(
+                "illegal repetition {{{body}}} at index {start}"
+            )));
         }
         let _ = write!(self.out, "{{{body}}}");
         self.quantifier_suffix()
     }
 
-    fn group_open(&mut self) -> Result<(), String> {
+    fn group_open(&mut self) -> Result<(), RegexError> {
         let outer = self.flags();
         if self.peek() != Some('?') {
             self.scopes.push(outer);
@@ -184,11 +214,13 @@ impl Translator {
                         match self.next() {
                             Some('>') => break,
                             Some(c) if c.is_ascii_alphanumeric() => name.push(c),
-                            _ => return Err("invalid named group".to_string()),
+                            _ => return Err(syntax("invalid named group")),
                         }
                     }
                     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                        return Err(format!("group name {name:?} must start with a letter"));
+                        return Err(syntax(format!(
+                            "group name {name:?} must start with a letter"
+                        )));
                     }
                     self.scopes.push(outer);
                     let _ = write!(self.out, "(?P<{name}>");
@@ -199,11 +231,11 @@ impl Translator {
                 self.pos -= 1;
                 self.inline_flags(outer)
             }
-            None => Err("unclosed group".to_string()),
+            None => Err(syntax("unclosed group")),
         }
     }
 
-    fn inline_flags(&mut self, outer: Flags) -> Result<(), String> {
+    fn inline_flags(&mut self, outer: Flags) -> Result<(), RegexError> {
         let mut flags = outer;
         let mut enable = true;
         loop {
@@ -218,7 +250,7 @@ impl Translator {
                         *top = flags;
                     }
                     if let Some(c @ ('*' | '+' | '?' | '{')) = self.peek() {
-                        return Err(format!("dangling meta character '{c}' after flags"));
+                        return Err(syntax(format!("dangling meta character '{c}' after flags")));
                     }
                     return Ok(());
                 }
@@ -230,7 +262,7 @@ impl Translator {
                 Some(c @ ('m' | 'x' | 'u' | 'd' | 'U' | 'c')) => {
                     return Err(unsupported(&format!("flag ({c})")))
                 }
-                _ => return Err("unknown inline modifier".to_string()),
+                _ => return Err(syntax("unknown inline modifier")),
             }
         }
     }
@@ -249,10 +281,8 @@ impl Translator {
         }
     }
 
-    fn escape_outside_class(&mut self) -> Result<(), String> {
-        let c = self
-            .next()
-            .ok_or_else(|| "trailing backslash".to_string())?;
+    fn escape_outside_class(&mut self) -> Result<(), RegexError> {
+        let c = self.next().ok_or_else(|| syntax("trailing backslash"))?;
         match c {
             'd' => self.out.push_str("[0-9]"),
             'D' => self.out.push_str("[^0-9]"),
@@ -294,7 +324,7 @@ impl Translator {
     }
 
     /// The character an escape like `\t`, `\x41`, `\u00e9`, `\0101`, `\cA` or `\,` stands for.
-    fn escaped_char(&mut self, c: char) -> Result<char, String> {
+    fn escaped_char(&mut self, c: char) -> Result<char, RegexError> {
         Ok(match c {
             't' => '\t',
             'n' => '\n',
@@ -306,19 +336,22 @@ impl Translator {
             'x' => self.hex_escape()?,
             'u' => self.unicode_escape()?,
             'c' => {
-                let control = self.next().ok_or("illegal control escape")?;
-                char::from_u32(u32::from(control) ^ 64).ok_or("illegal control escape")?
+                let control = self
+                    .next()
+                    .ok_or_else(|| syntax("illegal control escape"))?;
+                char::from_u32(u32::from(control) ^ 64)
+                    .ok_or_else(|| syntax("illegal control escape"))?
             }
             c if c.is_ascii_alphanumeric() => {
-                return Err(format!("illegal or unsupported escape \\{c}"))
+                return Err(syntax(format!("illegal or unsupported escape \\{c}")))
             }
             other => other,
         })
     }
 
-    fn octal(&mut self) -> Result<char, String> {
+    fn octal(&mut self) -> Result<char, RegexError> {
         let digit = |c: Option<char>| c.and_then(|c| c.to_digit(8));
-        let first = digit(self.peek()).ok_or("illegal octal escape")?;
+        let first = digit(self.peek()).ok_or_else(|| syntax("illegal octal escape"))?;
         self.pos += 1;
         let mut value = first;
         if let Some(second) = digit(self.peek()) {
@@ -331,22 +364,22 @@ impl Translator {
                 }
             }
         }
-        char::from_u32(value).ok_or_else(|| "illegal octal escape".to_string())
+        char::from_u32(value).ok_or_else(|| syntax("illegal octal escape"))
     }
 
-    fn hex_digits(&mut self, count: usize) -> Result<u32, String> {
+    fn hex_digits(&mut self, count: usize) -> Result<u32, RegexError> {
         let mut value = 0u32;
         for _ in 0..count {
             let digit = self
                 .next()
                 .and_then(|c| c.to_digit(16))
-                .ok_or("illegal hexadecimal escape")?;
+                .ok_or_else(|| syntax("illegal hexadecimal escape"))?;
             value = value * 16 + digit;
         }
         Ok(value)
     }
 
-    fn hex_escape(&mut self) -> Result<char, String> {
+    fn hex_escape(&mut self) -> Result<char, RegexError> {
         if self.peek() == Some('{') {
             self.pos += 1;
             let mut value = 0u32;
@@ -358,16 +391,16 @@ impl Translator {
                         value = value * 16 + c.to_digit(16).unwrap_or(0);
                         digits += 1;
                     }
-                    _ => return Err("illegal hexadecimal escape".to_string()),
+                    _ => return Err(syntax("illegal hexadecimal escape")),
                 }
             }
-            return char::from_u32(value).ok_or_else(|| "illegal code point".to_string());
+            return char::from_u32(value).ok_or_else(|| syntax("illegal code point"));
         }
         let value = self.hex_digits(2)?;
-        char::from_u32(value).ok_or_else(|| "illegal hexadecimal escape".to_string())
+        char::from_u32(value).ok_or_else(|| syntax("illegal hexadecimal escape"))
     }
 
-    fn unicode_escape(&mut self) -> Result<char, String> {
+    fn unicode_escape(&mut self) -> Result<char, RegexError> {
         let high = self.hex_digits(4)?;
         if (0xD800..0xDC00).contains(&high)
             && self.peek() == Some('\\')
@@ -377,7 +410,7 @@ impl Translator {
             let low = self.hex_digits(4)?;
             if (0xDC00..0xE000).contains(&low) {
                 let combined = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
-                return char::from_u32(combined).ok_or_else(|| "illegal code point".to_string());
+                return char::from_u32(combined).ok_or_else(|| syntax("illegal code point"));
             }
             return Err(unsupported("lone surrogate"));
         }
@@ -386,7 +419,7 @@ impl Translator {
 
     /// `\p{Name}` / `\pL`: Java's POSIX names are ASCII-only, other names are Unicode
     /// categories, scripts or properties, which `regex` spells the same way.
-    fn property(&mut self, negated: bool) -> Result<String, String> {
+    fn property(&mut self, negated: bool) -> Result<String, RegexError> {
         let name = match self.next() {
             Some('{') => {
                 let mut name = String::new();
@@ -394,13 +427,13 @@ impl Translator {
                     match self.next() {
                         Some('}') => break,
                         Some(c) if c.is_ascii_alphanumeric() || c == '_' => name.push(c),
-                        _ => return Err("illegal \\p{...} property".to_string()),
+                        _ => return Err(syntax("illegal \\p{...} property")),
                     }
                 }
                 name
             }
             Some(c) if c.is_ascii_alphabetic() => c.to_string(),
-            _ => return Err("illegal \\p property".to_string()),
+            _ => return Err(syntax("illegal \\p property")),
         };
         let set = match name.as_str() {
             "Lower" => "a-z",
@@ -425,18 +458,18 @@ impl Translator {
     }
 
     /// A character class, already past its `[`. Returns it in `regex` syntax.
-    fn class(&mut self) -> Result<String, String> {
+    fn class(&mut self) -> Result<String, RegexError> {
         self.class_depth += 1;
         let class = self.class_body();
         self.class_depth -= 1;
         class
     }
 
-    fn class_body(&mut self) -> Result<String, String> {
+    fn class_body(&mut self) -> Result<String, RegexError> {
         if self.class_depth > MAX_CLASS_DEPTH {
-            return Err(format!(
+            return Err(syntax(format!(
                 "character classes nested more than {MAX_CLASS_DEPTH} deep"
-            ));
+            )));
         }
         let case_insensitive = self.flags().case_insensitive;
         let mut out = String::from("[");
@@ -452,7 +485,9 @@ impl Translator {
             empty = false;
         }
         loop {
-            let c = self.next().ok_or("unclosed character class")?;
+            let c = self
+                .next()
+                .ok_or_else(|| syntax("unclosed character class"))?;
             match c {
                 ']' => break,
                 '[' => {
@@ -496,28 +531,28 @@ impl Translator {
                         }
                     }
                     Some(_) => {
-                        let e = self.next().ok_or("trailing backslash")?;
+                        let e = self.next().ok_or_else(|| syntax("trailing backslash"))?;
                         if matches!(e, '1'..='9' | 'b' | 'B' | 'k') {
                             return Err(unsupported(&format!("\\{e} in a class")));
                         }
                         let lo = self.escaped_char(e)?;
                         self.class_item(&mut out, lo, case_insensitive)?;
                     }
-                    None => return Err("trailing backslash".to_string()),
+                    None => return Err(syntax("trailing backslash")),
                 },
                 lo => self.class_item(&mut out, lo, case_insensitive)?,
             }
             empty = false;
         }
         if empty {
-            return Err("empty character class".to_string());
+            return Err(syntax("empty character class"));
         }
         out.push(']');
         Ok(out)
     }
 
     /// A single character or a range starting at `lo` inside a class.
-    fn class_item(&mut self, out: &mut String, lo: char, ci: bool) -> Result<(), String> {
+    fn class_item(&mut self, out: &mut String, lo: char, ci: bool) -> Result<(), RegexError> {
         if self.peek() == Some('-') && !matches!(self.peek_at(1), Some(']') | None) {
             if self.peek_at(1) == Some('[') {
                 return Err(unsupported("'-' before a nested class"));
@@ -525,14 +560,14 @@ impl Translator {
             self.pos += 1;
             let hi = match self.next() {
                 Some('\\') => {
-                    let e = self.next().ok_or("trailing backslash")?;
+                    let e = self.next().ok_or_else(|| syntax("trailing backslash"))?;
                     self.escaped_char(e)?
                 }
                 Some(c) => c,
-                None => return Err("unclosed character class".to_string()),
+                None => return Err(syntax("unclosed character class")),
             };
             if hi < lo {
-                return Err(format!("illegal character range {lo}-{hi}"));
+                return Err(syntax(format!("illegal character range {lo}-{hi}")));
             }
             push_class_range(out, lo, hi, ci);
         } else {
@@ -629,7 +664,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_not_a_stack_overflow() {
         let deep = format!("{}a{}", "[".repeat(2000), "]".repeat(2000));
-        assert!(translate(&deep).unwrap_err().contains("nested"));
+        assert!(translate(&deep).unwrap_err().to_string().contains("nested"));
     }
 
     #[test]

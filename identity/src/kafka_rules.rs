@@ -13,7 +13,7 @@
 //! Java throws at mapping time for a replacement it cannot apply (`$x`, a trailing
 //! backslash, a group that does not exist); the rules are refused up front instead.
 
-use crate::java_regex;
+use crate::java_regex::{self, RegexError};
 use regex::{Regex, RegexBuilder};
 use std::fmt;
 
@@ -61,12 +61,98 @@ enum Piece {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
     pub rule: String,
-    pub reason: String,
+    pub reason: RuleProblem,
 }
 
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "rule {:?}: {}", self.rule, self.reason)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// What is wrong with a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleProblem {
+    RulesTooLong {
+        max: usize,
+    },
+    /// The rule grammar itself did not compile (a bug, never the user's input).
+    Grammar(String),
+    Invalid,
+    Unmatched {
+        rest: String,
+    },
+    /// The pattern cannot be translated from Java exactly.
+    Pattern {
+        pattern: String,
+        error: RegexError,
+    },
+    /// The translated pattern did not compile (e.g. it is too large).
+    Compile {
+        pattern: String,
+        error: String,
+    },
+    Replacement {
+        replacement: String,
+        error: ReplacementError,
+    },
+}
+
+impl fmt::Display for RuleProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleProblem::RulesTooLong { max } => write!(f, "rules are longer than {max} bytes"),
+            RuleProblem::Grammar(e) => write!(f, "internal rule grammar failed to compile: {e}"),
+            RuleProblem::Invalid => f.write_str("invalid rule"),
+            RuleProblem::Unmatched { rest } => write!(
+                f,
+                "invalid rule, unmatched substring {rest:?} (expected DEFAULT or RULE:pattern/replacement/[LU])"
+            ),
+            RuleProblem::Pattern { pattern, error } => write!(f, "pattern {pattern:?}: {error}"),
+            RuleProblem::Compile { pattern, error } => write!(f, "pattern {pattern:?}: {error}"),
+            RuleProblem::Replacement { replacement, error } => write!(
+                f,
+                "replacement {replacement:?}: {error} (Kafka would fail when the rule matches)"
+            ),
+        }
+    }
+}
+
+/// A replacement Java's `Matcher.appendReplacement` would throw on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplacementError {
+    GroupReferenceTooLarge { digits: String },
+    MissingEscapedCharacter,
+    MissingGroupIndex,
+    UnclosedGroupName,
+    GroupNameStart,
+    NoGroupNamed { name: String },
+    IllegalGroupReference,
+    NoGroup { group: usize },
+}
+
+impl fmt::Display for ReplacementError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplacementError::GroupReferenceTooLarge { digits } => {
+                write!(f, "group reference ${digits} is too large")
+            }
+            ReplacementError::MissingEscapedCharacter => {
+                f.write_str("character to be escaped is missing")
+            }
+            ReplacementError::MissingGroupIndex => f.write_str("group index is missing"),
+            ReplacementError::UnclosedGroupName => {
+                f.write_str("named group is missing trailing '}'")
+            }
+            ReplacementError::GroupNameStart => {
+                f.write_str("named group reference must start with a letter")
+            }
+            ReplacementError::NoGroupNamed { name } => write!(f, "no group with name {{{name}}}"),
+            ReplacementError::IllegalGroupReference => f.write_str("illegal group reference"),
+            ReplacementError::NoGroup { group } => write!(f, "no group {group}"),
+        }
     }
 }
 
@@ -94,13 +180,21 @@ impl fmt::Display for ApplyError {
     }
 }
 
+impl std::error::Error for ApplyError {}
+
+impl std::error::Error for RuleProblem {}
+
+impl std::error::Error for ReplacementError {}
+
 impl KafkaRules {
     /// Parses rules as `SslPrincipalMapper.fromRules` does.
     pub fn parse(rules: &str) -> Result<KafkaRules, RuleError> {
         if rules.len() > MAX_RULES_LENGTH {
             return Err(RuleError {
                 rule: String::new(),
-                reason: format!("rules are longer than {MAX_RULES_LENGTH} bytes"),
+                reason: RuleProblem::RulesTooLong {
+                    max: MAX_RULES_LENGTH,
+                },
             });
         }
         let splitter = kafka_regex(&format!(
@@ -162,24 +256,22 @@ fn rule_pattern() -> String {
 fn kafka_regex(pattern: &str) -> Result<Regex, RuleError> {
     Regex::new(pattern).map_err(|e| RuleError {
         rule: String::new(),
-        reason: format!("internal rule grammar failed to compile: {e}"),
+        reason: RuleProblem::Grammar(e.to_string()),
     })
 }
 
 fn parse_rule(parser: &Regex, rule: &str) -> Result<Option<Rule>, RuleError> {
-    let error = |reason: String| RuleError {
+    let error = |reason: RuleProblem| RuleError {
         rule: rule.to_string(),
         reason,
     };
     let captures = parser
         .captures(rule)
-        .ok_or_else(|| error("invalid rule".to_string()))?;
+        .ok_or_else(|| error(RuleProblem::Invalid))?;
     let end = captures.get(0).map_or(0, |m| m.end());
     if end != rule.len() {
-        let unmatched = rule.get(end..).unwrap_or_default();
-        return Err(error(format!(
-            "invalid rule, unmatched substring {unmatched:?} (expected DEFAULT or RULE:pattern/replacement/[LU])"
-        )));
+        let rest = rule.get(end..).unwrap_or_default().to_owned();
+        return Err(error(RuleProblem::Unmatched { rest }));
     }
     if captures.get(1).is_some() {
         return Ok(Some(Rule::Default));
@@ -193,14 +285,23 @@ fn parse_rule(parser: &Regex, rule: &str) -> Result<Option<Rule>, RuleError> {
         Some("U") => Case::Upper,
         _ => Case::Keep,
     };
-    let translated = java_regex::translate(pattern.as_str())
-        .map_err(|reason| error(format!("pattern {:?}: {reason}", pattern.as_str())))?;
+    let translated = java_regex::translate(pattern.as_str()).map_err(|e| {
+        error(RuleProblem::Pattern {
+            pattern: pattern.as_str().to_owned(),
+            error: e,
+        })
+    })?;
     let build = |p: &str| {
         RegexBuilder::new(p)
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map_err(|e| error(format!("pattern {:?}: {e}", pattern.as_str())))
+            .map_err(|e| {
+                error(RuleProblem::Compile {
+                    pattern: pattern.as_str().to_owned(),
+                    error: e.to_string(),
+                })
+            })
     };
     let find = build(&translated)?;
     let whole = build(&format!(r"\A(?:{translated})\z"))?;
@@ -208,11 +309,11 @@ fn parse_rule(parser: &Regex, rule: &str) -> Result<Option<Rule>, RuleError> {
     let names: Vec<Option<&str>> = find.capture_names().collect();
     let pieces = escape_literal_back_references(replacement.as_str(), group_count)
         .and_then(|escaped| parse_replacement(&escaped, group_count, &names))
-        .map_err(|reason| {
-            error(format!(
-                "replacement {:?}: {reason} (Kafka would fail when the rule matches)",
-                replacement.as_str()
-            ))
+        .map_err(|e| {
+            error(RuleProblem::Replacement {
+                replacement: replacement.as_str().to_owned(),
+                error: e,
+            })
         })?;
     Ok(Some(Rule::Pattern(PatternRule {
         source: rule.to_string(),
@@ -285,7 +386,7 @@ impl PatternRule {
 fn escape_literal_back_references(
     replacement: &str,
     group_count: usize,
-) -> Result<Vec<u16>, String> {
+) -> Result<Vec<u16>, ReplacementError> {
     let original: Vec<u16> = replacement.encode_utf16().collect();
     if group_count == 0 {
         return Ok(original);
@@ -317,7 +418,9 @@ fn escape_literal_back_references(
             .parse::<i32>()
             .ok()
             .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| format!("group reference ${digits} is too large"))?;
+            .ok_or_else(|| ReplacementError::GroupReferenceTooLarge {
+                digits: digits.clone(),
+            })?;
         let count = group_count as u64;
         while index > count && index >= 10 {
             index /= 10;
@@ -337,7 +440,7 @@ fn parse_replacement(
     units: &[u16],
     group_count: usize,
     names: &[Option<&str>],
-) -> Result<Vec<Piece>, String> {
+) -> Result<Vec<Piece>, ReplacementError> {
     let mut pieces = Vec::new();
     let mut literal: Vec<u16> = Vec::new();
     let flush = |literal: &mut Vec<u16>, pieces: &mut Vec<Piece>| {
@@ -356,12 +459,12 @@ fn parse_replacement(
         if unit == u16::from(b'\\') {
             let escaped = units
                 .get(i + 1)
-                .ok_or("character to be escaped is missing")?;
+                .ok_or(ReplacementError::MissingEscapedCharacter)?;
             literal.push(*escaped);
             i += 2;
         } else if unit == u16::from(b'$') {
             i += 1;
-            let next = units.get(i).ok_or("group index is missing")?;
+            let next = units.get(i).ok_or(ReplacementError::MissingGroupIndex)?;
             let group = if *next == u16::from(b'{') {
                 i += 1;
                 let mut name = String::new();
@@ -369,20 +472,20 @@ fn parse_replacement(
                     match units.get(i).and_then(|u| char::from_u32(u32::from(*u))) {
                         Some('}') => break,
                         Some(c) if c.is_ascii_alphanumeric() => name.push(c),
-                        _ => return Err("named group is missing trailing '}'".to_string()),
+                        _ => return Err(ReplacementError::UnclosedGroupName),
                     }
                     i += 1;
                 }
                 i += 1;
                 if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                    return Err("named group reference must start with a letter".to_string());
+                    return Err(ReplacementError::GroupNameStart);
                 }
                 names
                     .iter()
                     .position(|n| *n == Some(name.as_str()))
-                    .ok_or_else(|| format!("no group with name {{{name}}}"))?
+                    .ok_or_else(|| ReplacementError::NoGroupNamed { name: name.clone() })?
             } else {
-                let mut group = digit(Some(next)).ok_or("illegal group reference")?;
+                let mut group = digit(Some(next)).ok_or(ReplacementError::IllegalGroupReference)?;
                 i += 1;
                 while let Some(d) = digit(units.get(i)) {
                     let longer = group * 10 + d;
@@ -393,7 +496,7 @@ fn parse_replacement(
                     i += 1;
                 }
                 if group > group_count {
-                    return Err(format!("no group {group}"));
+                    return Err(ReplacementError::NoGroup { group });
                 }
                 group
             };

@@ -28,8 +28,10 @@ pub use config::{
     ConfigError, IdentityConfig, SourceKind, SpiffeConfig, SubjectConfig,
     DEFAULT_MAX_PRINCIPAL_LENGTH, MAX_MAX_PRINCIPAL_LENGTH,
 };
-pub use kafka_rules::{ApplyError, KafkaRules, RuleError};
-pub use mapper::{NoPrincipal, Principal, PrincipalMapper, Source};
+pub use java_regex::RegexError;
+pub use kafka_rules::{ApplyError, KafkaRules, ReplacementError, RuleError, RuleProblem};
+pub use mapper::{NoPrincipal, Principal, PrincipalMapper, Source, SourceFailure};
 pub use peer::{IdentityError, PeerIdentity};
-pub use principal::validate_principal;
-pub use spiffe::{validate_trust_domain, SpiffeId, SpiffeProblem};
+pub use principal::{validate_principal, PrincipalError};
+pub use spiffe::{validate_trust_domain, SpiffeId, SpiffeIdError, SpiffeProblem};
+pub use template::TemplateError;

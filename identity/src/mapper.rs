@@ -3,9 +3,9 @@
 use crate::config::SourceKind;
 use crate::kafka_rules::{ApplyError, KafkaRules};
 use crate::peer::PeerIdentity;
-use crate::principal::validate_principal;
+use crate::principal::{validate_principal, PrincipalError};
 use crate::spiffe::SpiffeProblem;
-use crate::template::Template;
+use crate::template::{Template, TemplateError};
 use std::fmt;
 
 /// Where a principal came from.
@@ -39,10 +39,49 @@ pub struct Principal {
     pub source: Source,
 }
 
+/// Why one source gave no principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceFailure {
+    /// No usable SPIFFE ID (missing, several, invalid).
+    Spiffe(SpiffeProblem),
+    TrustDomainNotAllowed {
+        trust_domain: String,
+        allowed: Vec<String>,
+    },
+    Template(TemplateError),
+    NoSubject,
+    NoMatchingRule {
+        subject: String,
+    },
+    Rules(ApplyError),
+    Principal(PrincipalError),
+}
+
+impl fmt::Display for SourceFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceFailure::Spiffe(problem) => problem.fmt(f),
+            SourceFailure::TrustDomainNotAllowed {
+                trust_domain,
+                allowed,
+            } => write!(
+                f,
+                "trust domain {trust_domain:?} not allowed (allowed: {})",
+                allowed.join(", ")
+            ),
+            SourceFailure::Template(e) => e.fmt(f),
+            SourceFailure::NoSubject => f.write_str("no subject available"),
+            SourceFailure::NoMatchingRule { subject } => write!(f, "no rule matched {subject:?}"),
+            SourceFailure::Rules(e) => e.fmt(f),
+            SourceFailure::Principal(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Why no source gave a principal, per source tried, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoPrincipal {
-    pub attempts: Vec<(SourceKind, String)>,
+    pub attempts: Vec<(SourceKind, SourceFailure)>,
 }
 
 impl fmt::Display for NoPrincipal {
@@ -57,6 +96,8 @@ impl fmt::Display for NoPrincipal {
 }
 
 impl std::error::Error for NoPrincipal {}
+
+impl std::error::Error for SourceFailure {}
 
 #[derive(Debug, Clone)]
 pub(crate) enum CompiledSource {
@@ -123,11 +164,16 @@ impl PrincipalMapper {
                             source: Source::Spiffe,
                         })
                     }
-                    None => attempts.push((SourceKind::Spiffe, SpiffeProblem::Missing.to_string())),
+                    None => attempts.push((
+                        SourceKind::Spiffe,
+                        SourceFailure::Spiffe(SpiffeProblem::Missing),
+                    )),
                 },
                 CompiledSource::Subject { rules } => {
                     let checked = from_subject(peer, rules).and_then(|name| {
-                        validate_principal(&name, self.max_principal_length).map(|()| name)
+                        validate_principal(&name, self.max_principal_length)
+                            .map(|()| name)
+                            .map_err(SourceFailure::Principal)
                     });
                     match checked {
                         Ok(name) => {
@@ -159,33 +205,34 @@ fn from_spiffe(
     template: &Template,
     max_principal_length: usize,
 ) -> Result<Option<String>, NoPrincipal> {
-    let refuse = |reason: String| NoPrincipal {
+    let refuse = |reason: SourceFailure| NoPrincipal {
         attempts: vec![(SourceKind::Spiffe, reason)],
     };
     let id = match &peer.spiffe {
         Ok(id) => id,
         Err(SpiffeProblem::Missing) => return Ok(None),
-        Err(problem) => return Err(refuse(problem.to_string())),
+        Err(problem) => return Err(refuse(SourceFailure::Spiffe(problem.clone()))),
     };
     if !trust_domains.contains(&id.trust_domain) {
-        return Err(refuse(format!(
-            "trust domain {:?} not allowed (allowed: {})",
-            id.trust_domain,
-            trust_domains.join(", ")
-        )));
+        return Err(refuse(SourceFailure::TrustDomainNotAllowed {
+            trust_domain: id.trust_domain.clone(),
+            allowed: trust_domains.to_vec(),
+        }));
     }
-    let name = template.render(id).map_err(refuse)?;
-    validate_principal(&name, max_principal_length).map_err(refuse)?;
+    let name = template
+        .render(id)
+        .map_err(|e| refuse(SourceFailure::Template(e)))?;
+    validate_principal(&name, max_principal_length)
+        .map_err(|e| refuse(SourceFailure::Principal(e)))?;
     Ok(Some(name))
 }
 
-fn from_subject(peer: &PeerIdentity, rules: &KafkaRules) -> Result<String, String> {
-    let subject = peer
-        .subject
-        .as_deref()
-        .ok_or_else(|| "no subject available".to_string())?;
+fn from_subject(peer: &PeerIdentity, rules: &KafkaRules) -> Result<String, SourceFailure> {
+    let subject = peer.subject.as_deref().ok_or(SourceFailure::NoSubject)?;
     rules.apply(subject).map_err(|e| match e {
-        ApplyError::NoMatchingRule => format!("no rule matched {subject:?}"),
-        other => other.to_string(),
+        ApplyError::NoMatchingRule => SourceFailure::NoMatchingRule {
+            subject: subject.to_owned(),
+        },
+        other => SourceFailure::Rules(other),
     })
 }

@@ -32,7 +32,10 @@ pub enum IdentityError {
     TooLarge(usize),
     NoCertificate,
     Pem(String),
-    UrlEncoding(String),
+    /// A `%` not followed by two hex digits, at this byte.
+    UrlEncoding {
+        at: usize,
+    },
     Der(String),
     SubjectAltName(String),
 }
@@ -48,7 +51,9 @@ impl fmt::Display for IdentityError {
             }
             IdentityError::NoCertificate => f.write_str("no CERTIFICATE PEM block found"),
             IdentityError::Pem(e) => write!(f, "invalid PEM: {e}"),
-            IdentityError::UrlEncoding(e) => write!(f, "invalid URL encoding: {e}"),
+            IdentityError::UrlEncoding { at } => {
+                write!(f, "invalid URL encoding: bad %-escape at byte {at}")
+            }
             IdentityError::Der(e) => write!(f, "invalid certificate: {e}"),
             IdentityError::SubjectAltName(e) => {
                 write!(f, "invalid subjectAltName extension: {e}")
@@ -78,7 +83,7 @@ impl PeerIdentity {
     /// Reads a URL-encoded PEM, as `%DOWNSTREAM_PEER_CERT%` puts it in filter state.
     pub fn from_url_encoded_pem(encoded: &[u8]) -> Result<PeerIdentity, IdentityError> {
         check_size(encoded.len())?;
-        let pem = percent_decode(encoded).map_err(IdentityError::UrlEncoding)?;
+        let pem = percent_decode(encoded).map_err(|at| IdentityError::UrlEncoding { at })?;
         PeerIdentity::from_pem(&pem)
     }
 
@@ -152,8 +157,9 @@ fn check_size(len: usize) -> Result<(), IdentityError> {
     Ok(())
 }
 
-/// `%XX` decoding; `+` stays `+` because it is a base64 character, not a space, here.
-fn percent_decode(input: &[u8]) -> Result<Vec<u8>, String> {
+/// `%XX` decoding; `+` stays `+` because it is a base64 character, not a space, here. The
+/// error is the position of a bad escape.
+fn percent_decode(input: &[u8]) -> Result<Vec<u8>, usize> {
     let mut out = Vec::with_capacity(input.len());
     let mut bytes = input.iter().enumerate();
     while let Some((at, &byte)) = bytes.next() {
@@ -164,7 +170,7 @@ fn percent_decode(input: &[u8]) -> Result<Vec<u8>, String> {
         let hex = |b: Option<(usize, &u8)>| b.and_then(|(_, b)| char::from(*b).to_digit(16));
         match (hex(bytes.next()), hex(bytes.next())) {
             (Some(high), Some(low)) => out.push((high * 16 + low) as u8),
-            _ => return Err(format!("bad %-escape at byte {at}")),
+            _ => return Err(at),
         }
     }
     Ok(out)

@@ -19,6 +19,58 @@ pub struct SpiffeId {
     pub service_account: Option<String>,
 }
 
+/// Why a string is not a valid SPIFFE ID or trust domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpiffeIdError {
+    TooLong { max: usize },
+    Scheme,
+    TrustDomainEmpty,
+    TrustDomainTooLong { max: usize },
+    Port,
+    UserInfo,
+    Query,
+    Fragment,
+    UpperCase,
+    TrustDomainCharacter(char),
+    EmptySegment,
+    DotSegment,
+    PercentEncoded,
+    PathCharacter(char),
+}
+
+impl fmt::Display for SpiffeIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpiffeIdError::TooLong { max } => write!(f, "longer than {max} bytes"),
+            SpiffeIdError::Scheme => {
+                f.write_str("scheme must be exactly \"spiffe://\" (lower case)")
+            }
+            SpiffeIdError::TrustDomainEmpty => f.write_str("trust domain is empty"),
+            SpiffeIdError::TrustDomainTooLong { max } => {
+                write!(f, "trust domain is longer than {max} bytes")
+            }
+            SpiffeIdError::Port => f.write_str("trust domain must not contain a port"),
+            SpiffeIdError::UserInfo => f.write_str("trust domain must not contain user info"),
+            SpiffeIdError::Query => f.write_str("SPIFFE ID must not contain a query"),
+            SpiffeIdError::Fragment => f.write_str("SPIFFE ID must not contain a fragment"),
+            SpiffeIdError::UpperCase => f.write_str("trust domain must be lower case"),
+            SpiffeIdError::TrustDomainCharacter(c) => {
+                write!(f, "trust domain contains {c:?}; allowed: a-z 0-9 . - _")
+            }
+            SpiffeIdError::EmptySegment => {
+                f.write_str("path has an empty segment (or a trailing /)")
+            }
+            SpiffeIdError::DotSegment => f.write_str("path must not contain . or .. segments"),
+            SpiffeIdError::PercentEncoded => f.write_str("path must not be percent-encoded"),
+            SpiffeIdError::PathCharacter(c) => {
+                write!(f, "path contains {c:?}; allowed: a-z A-Z 0-9 . - _")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpiffeIdError {}
+
 /// Why a peer has no usable SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpiffeProblem {
@@ -27,7 +79,7 @@ pub enum SpiffeProblem {
     /// More than one `spiffe` URI SAN: which identity the peer meant is ambiguous.
     Ambiguous(Vec<String>),
     /// The one `spiffe` URI SAN breaks the SPIFFE ID specification.
-    Invalid { uri: String, reason: String },
+    Invalid { uri: String, reason: SpiffeIdError },
 }
 
 impl fmt::Display for SpiffeProblem {
@@ -50,15 +102,15 @@ impl fmt::Display for SpiffeProblem {
     }
 }
 
+impl std::error::Error for SpiffeProblem {}
+
 impl SpiffeId {
     /// Parses and validates one SPIFFE ID.
-    pub fn parse(uri: &str) -> Result<SpiffeId, String> {
+    pub fn parse(uri: &str) -> Result<SpiffeId, SpiffeIdError> {
         if uri.len() > MAX_ID_LENGTH {
-            return Err(format!("longer than {MAX_ID_LENGTH} bytes"));
+            return Err(SpiffeIdError::TooLong { max: MAX_ID_LENGTH });
         }
-        let rest = uri
-            .strip_prefix(SCHEME)
-            .ok_or_else(|| "scheme must be exactly \"spiffe://\" (lower case)".to_string())?;
+        let rest = uri.strip_prefix(SCHEME).ok_or(SpiffeIdError::Scheme)?;
         let (trust_domain, path) = match rest.find('/') {
             Some(slash) => rest.split_at(slash),
             None => (rest, ""),
@@ -102,39 +154,39 @@ fn has_spiffe_scheme(uri: &str) -> bool {
 }
 
 /// Validates a trust domain name: lower-case letters, digits, `.`, `-` and `_`.
-pub fn validate_trust_domain(trust_domain: &str) -> Result<(), String> {
+pub fn validate_trust_domain(trust_domain: &str) -> Result<(), SpiffeIdError> {
     if trust_domain.is_empty() {
-        return Err("trust domain is empty".to_string());
+        return Err(SpiffeIdError::TrustDomainEmpty);
     }
     if trust_domain.len() > MAX_TRUST_DOMAIN_LENGTH {
-        return Err(format!(
-            "trust domain is longer than {MAX_TRUST_DOMAIN_LENGTH} bytes"
-        ));
+        return Err(SpiffeIdError::TrustDomainTooLong {
+            max: MAX_TRUST_DOMAIN_LENGTH,
+        });
     }
     if let Some(bad) = trust_domain
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
     {
         return Err(match bad {
-            ':' => "trust domain must not contain a port".to_string(),
-            '@' => "trust domain must not contain user info".to_string(),
-            '?' => "SPIFFE ID must not contain a query".to_string(),
-            '#' => "SPIFFE ID must not contain a fragment".to_string(),
-            c if c.is_ascii_uppercase() => "trust domain must be lower case".to_string(),
-            c => format!("trust domain contains {c:?}; allowed: a-z 0-9 . - _"),
+            ':' => SpiffeIdError::Port,
+            '@' => SpiffeIdError::UserInfo,
+            '?' => SpiffeIdError::Query,
+            '#' => SpiffeIdError::Fragment,
+            c if c.is_ascii_uppercase() => SpiffeIdError::UpperCase,
+            c => SpiffeIdError::TrustDomainCharacter(c),
         });
     }
     Ok(())
 }
 
-fn validate_path(path: &str) -> Result<(), String> {
+fn validate_path(path: &str) -> Result<(), SpiffeIdError> {
     if path.is_empty() {
         return Ok(());
     }
     for segment in path.split('/').skip(1) {
         match segment {
-            "" => return Err("path has an empty segment (or a trailing /)".to_string()),
-            "." | ".." => return Err("path must not contain . or .. segments".to_string()),
+            "" => return Err(SpiffeIdError::EmptySegment),
+            "." | ".." => return Err(SpiffeIdError::DotSegment),
             _ => {}
         }
         if let Some(bad) = segment
@@ -142,10 +194,10 @@ fn validate_path(path: &str) -> Result<(), String> {
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
         {
             return Err(match bad {
-                '?' => "SPIFFE ID must not contain a query".to_string(),
-                '#' => "SPIFFE ID must not contain a fragment".to_string(),
-                '%' => "path must not be percent-encoded".to_string(),
-                c => format!("path contains {c:?}; allowed: a-z A-Z 0-9 . - _"),
+                '?' => SpiffeIdError::Query,
+                '#' => SpiffeIdError::Fragment,
+                '%' => SpiffeIdError::PercentEncoded,
+                c => SpiffeIdError::PathCharacter(c),
             });
         }
     }

@@ -1,5 +1,7 @@
 //! Principal templates over a SPIFFE ID, e.g. `{namespace}.{service_account}`.
 
+use std::fmt;
+
 use crate::spiffe::SpiffeId;
 
 pub(crate) const ALLOWED: &str =
@@ -20,6 +22,45 @@ enum Part {
     Field(Field),
 }
 
+/// Why a template cannot be compiled, or cannot be filled for an ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateError {
+    UnmatchedClose,
+    Unclosed {
+        name: String,
+    },
+    UnknownPlaceholder {
+        name: String,
+    },
+    /// `{namespace}` or `{service_account}` of an ID that is not Istio-style.
+    NotIstioStyle {
+        id: String,
+    },
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateError::UnmatchedClose => {
+                f.write_str("unmatched '}' (write '}}' for a literal brace)")
+            }
+            TemplateError::Unclosed { name } => write!(
+                f,
+                "unclosed placeholder {{{name} (write '{{{{' for a literal brace)"
+            ),
+            TemplateError::UnknownPlaceholder { name } => {
+                write!(f, "unknown placeholder {{{name}}}; allowed: {ALLOWED}")
+            }
+            TemplateError::NotIstioStyle { id } => write!(
+                f,
+                "SPIFFE ID {id:?} is not of the form spiffe://<trust domain>/ns/<namespace>/sa/<service account>, which the template needs"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
 /// A compiled template; `{{` and `}}` stand for literal braces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -27,7 +68,7 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut chars = text.chars().peekable();
@@ -41,18 +82,14 @@ impl Template {
                     chars.next();
                     literal.push('}');
                 }
-                '}' => return Err("unmatched '}' (write '}}' for a literal brace)".to_string()),
+                '}' => return Err(TemplateError::UnmatchedClose),
                 '{' => {
                     let mut name = String::new();
                     loop {
                         match chars.next() {
                             Some('}') => break,
                             Some(c) => name.push(c),
-                            None => {
-                                return Err(format!(
-                                "unclosed placeholder {{{name} (write '{{{{' for a literal brace)"
-                            ))
-                            }
+                            None => return Err(TemplateError::Unclosed { name }),
                         }
                     }
                     let field = match name.as_str() {
@@ -61,11 +98,7 @@ impl Template {
                         "namespace" => Field::Namespace,
                         "service_account" => Field::ServiceAccount,
                         "path" => Field::Path,
-                        _ => {
-                            return Err(format!(
-                                "unknown placeholder {{{name}}}; allowed: {ALLOWED}"
-                            ))
-                        }
+                        _ => return Err(TemplateError::UnknownPlaceholder { name }),
                     };
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
@@ -83,7 +116,7 @@ impl Template {
 
     /// Fills the template; fails when it needs the namespace or service account of an ID
     /// that is not Istio-style.
-    pub fn render(&self, id: &SpiffeId) -> Result<String, String> {
+    pub fn render(&self, id: &SpiffeId) -> Result<String, TemplateError> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -97,12 +130,9 @@ impl Template {
                     } else {
                         &id.service_account
                     };
-                    let value = value.as_deref().ok_or_else(|| {
-                        format!(
-                            "SPIFFE ID {:?} is not of the form spiffe://<trust domain>/ns/<namespace>/sa/<service account>, which the template needs",
-                            id.id
-                        )
-                    })?;
+                    let value = value
+                        .as_deref()
+                        .ok_or_else(|| TemplateError::NotIstioStyle { id: id.id.clone() })?;
                     out.push_str(value);
                 }
             }
@@ -121,7 +151,11 @@ mod tests {
         let t = Template::parse("{{{namespace}}}:{service_account}@{trust_domain}{path}").unwrap();
         assert_eq!(t.render(&id).unwrap(), "{n}:s@td/ns/n/sa/s");
         let plain = SpiffeId::parse("spiffe://td/x").unwrap();
-        assert!(t.render(&plain).unwrap_err().contains("/ns/<namespace>"));
+        assert!(t
+            .render(&plain)
+            .unwrap_err()
+            .to_string()
+            .contains("/ns/<namespace>"));
         assert_eq!(
             Template::parse("{spiffe_id}")
                 .unwrap()
@@ -135,6 +169,7 @@ mod tests {
     fn rejects_bad_templates() {
         assert!(Template::parse("{foo}")
             .unwrap_err()
+            .to_string()
             .starts_with("unknown placeholder {foo}; allowed: {spiffe_id}"));
         assert!(Template::parse("{path").is_err());
         assert!(Template::parse("a}b").is_err());
