@@ -31,10 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 SIZES = [100, 1024, 102400]
 # Bytes per producer/consumer run at BENCH_SCALE=1: each run takes a few seconds on 2 cores.
 RUN_BYTES = {100: 10_000_000, 1024: 30_000_000, 102400: 30_000_000}
-PATHS = ["a", "b", "s", "c"]
-ENVOY_PATHS = ["a", "b", "s"]  # with Envoy's CPU and bytes observed in the throughput runs
+PATHS = ["a", "b", "s", "n", "c"]
+ENVOY_PATHS = ["a", "b", "s"]  # every round of the throughput runs; (n) and (c) in the first ones
+OBSERVED_PATHS = ["a", "b", "s", "n"]  # Envoy's CPU and bytes observed
 TLS_PATHS = ["a", "n", "m", "b", "s"]  # through Envoy (TLS)
-ENVOY_CLUSTER = {"a": "kafka_plain", "b": "kafka_mesh", "s": "kafka_signed"}
+ENVOY_CLUSTER = {"a": "kafka_plain", "b": "kafka_mesh", "s": "kafka_signed", "n": "kafka_null_plain"}
 # Connection churn: Envoy paths (TLS; (n) is Envoy with a Wasm filter that does nothing, to
 # PLAINTEXT, (m) the same to MESH with the client doing SASL itself, pipelined as the filter
 # does) and the floor, raw clients straight to the broker:
@@ -91,9 +92,9 @@ class Stack:
         }
         self.bootstrap["fq"], self.bootstrap["gq"] = self.bootstrap["f"], self.bootstrap["g"]
         admin_cfg = env["KAFKA_IDENTITY_ADMIN_CONFIG"]
-        self.producer_cfg = {p: str(self.clients / "apps.producer.ssl.properties") for p in ENVOY_PATHS}
+        self.producer_cfg = {p: str(self.clients / "apps.producer.ssl.properties") for p in OBSERVED_PATHS}
         self.producer_cfg["c"] = admin_cfg
-        self.consumer_cfg = {p: str(self.clients / "apps.consumer.ssl.properties") for p in ENVOY_PATHS}
+        self.consumer_cfg = {p: str(self.clients / "apps.consumer.ssl.properties") for p in OBSERVED_PATHS}
         self.consumer_cfg["c"] = admin_cfg
 
     # ---- Envoy observations ------------------------------------------------------

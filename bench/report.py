@@ -17,6 +17,8 @@ PATH_LABEL = {
     "b": "(b) Envoy TLS + filter, unsecured tokens",
     "s": "(s) Envoy TLS + filter, signed ES256 tokens",
     "c": "(c) direct, SASL as admin, no TLS",
+    "n": "(n) Envoy TLS + a Wasm filter that does nothing",
+    "m": "(m) as (n), to MESH, the client does SASL itself",
     "p": "(p) direct to PLAINTEXT, no SASL",
     "f": "(f) direct, client SASL pipelined, unsecured",
     "g": "(g) direct, client SASL pipelined, signed",
@@ -24,6 +26,7 @@ PATH_LABEL = {
     "gq": "(gq) direct, client SASL one request at a time, signed",
 }
 MODES = [("b", "unsecured", "f"), ("s", "signed ES256", "g")]  # filter path, name, floor path
+ENVOY_CPU_PATHS = ("a", "n", "m", "b", "s")  # churn paths through Envoy
 WASM_LIMIT = 1 << 20  # a ConfigMap holds at most 1 MiB
 KROXYLICIOUS_MC_PER_MBS = 25
 # Host bytes copied into the VM, from the codec (kafka-codec/src/request.rs, response.rs).
@@ -337,9 +340,26 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
             xs, ts = churn["setup_ms"][p], churn["connect_ms"][p]
             cpu = (f"{statistics.mean(churn['envoy_cpu_ms'][p]):.3f} "
                    f"[{min(block_stat(churn, p, 'envoy_cpu_ms', statistics.mean)):.3f}–"
-                   f"{max(block_stat(churn, p, 'envoy_cpu_ms', statistics.mean)):.3f}]") if p in ("a", "b", "s") else "–"
+                   f"{max(block_stat(churn, p, 'envoy_cpu_ms', statistics.mean)):.3f}]") if p in ENVOY_CPU_PATHS else "–"
             w(f"| {PATH_LABEL.get(p, p)} | {med(xs):.2f} | {pct(xs, 90):.2f} | {pct(xs, 99):.2f} | {med(ts):.2f} | {cpu} |")
         w("")
+        if has(churn, "a", "n", "m", "b", "s"):
+            w("Where the filter's Envoy CPU per connection goes, from the interleaved paths (mean per "
+              "connection, median [min–max] over blocks):")
+            w("")
+            w("| part | paths | ms of Envoy CPU per connection |")
+            w("| --- | --- | --- |")
+            for what, plus, minus in [
+                ("any Wasm network filter: the VM context, Envoy's calls into the VM", "n", "a"),
+                ("the broker's SASL exchange as Envoy carries it (more bytes, more wake-ups)", "m", "n"),
+                ("kafka-identity's own work, unsecured tokens (reading the peer, tokens, frames, host calls, the log line)", "b", "m"),
+                ("kafka-identity's own work, signed ES256 tokens", "s", "m"),
+                ("total, unsecured", "b", "a"),
+                ("total, signed", "s", "a"),
+            ]:
+                d = block_diff(churn, plus, minus, "envoy_cpu_ms", statistics.mean)
+                w(f"| {what} | ({plus}) − ({minus}) | {mmm(d, '{:+.3f}')} |")
+            w("")
         if has(churn, "a", "b", "s", "p", "f", "g"):
             w("| mode | set-up (filter) − (a), median ms | floor: (floor) − (p), median ms | filter above the floor, ms | client's own exchange one request at a time − (p) |")
             w("| --- | --- | --- | --- | --- |")
@@ -365,18 +385,25 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
           "`tx`); only one path is active at a time. Per size: CPU and bytes of that size's producer and "
           "consumer runs of a round added up, then the ratio to (a) of the same round, median [min–max] over rounds.")
         w("")
-        w("| size | " + " | ".join(f"({p}) s/GB" for p in ["a"] + filt_paths) + " | "
-          + " | ".join(f"({p})/(a)" for p in filt_paths) + " |")
-        w("| --- | " + " | ".join("---" for _ in ["a"] + filt_paths) + " | " + " | ".join("---" for _ in filt_paths) + " |")
+        cmp_paths = filt_paths + [p for p in ("n",) if any(r["path"] == p and r.get("envoy_bytes") for r in rows)]
+        w("| size | " + " | ".join(f"({p}) s/GB" for p in ["a"] + cmp_paths) + " | "
+          + " | ".join(f"({p})/(a)" for p in cmp_paths) + " |")
+        w("| --- | " + " | ".join("---" for _ in ["a"] + cmp_paths) + " | " + " | ".join("---" for _ in cmp_paths) + " |")
         for s in SIZES:
-            rnds = sorted({r["round"] for r in rows})
-            vals = [mmm([cpu_per_gb(rows, p, s, r) for r in rnds]) for p in ["a"] + filt_paths]
-            rs = [mmm(cpu_gb_ratios(rows, p, "a", s), "{:.3f}") for p in filt_paths]
+            vals = [mmm([x for x in (cpu_per_gb(rows, p, s, r) for r in sorted({r["round"] for r in rows}))
+                         if x == x]) for p in ["a"] + cmp_paths]
+            rs = [mmm(cpu_gb_ratios(rows, p, "a", s), "{:.3f}") for p in cmp_paths]
             w(f"| {SIZE_LABEL[s]} | " + " | ".join(vals) + " | " + " | ".join(rs) + " |")
-        tot = [f"{cpu_per_gb(rows, p):.2f}" for p in ["a"] + filt_paths]
+        tot = [f"{cpu_per_gb(rows, p):.2f}" for p in ["a"] + cmp_paths]
         w("| all, total | " + " | ".join(tot) + " | "
-          + " | ".join(f"{cpu_per_gb(rows, p) / cpu_per_gb(rows, 'a'):.3f}" for p in filt_paths) + " |")
+          + " | ".join(f"{cpu_per_gb(rows, p) / cpu_per_gb(rows, 'a'):.3f}" for p in cmp_paths) + " |")
         w("")
+        if "n" in cmp_paths:
+            w("(n) is the same Envoy path with a Wasm filter that does nothing (`bench/null-filter`), in the "
+              "first round only: Envoy calls into the VM for every chunk it reads, in both directions, whatever "
+              "the filter does, so (n)/(a) is the floor for any proxy-wasm network filter on this data path. "
+              "kafka-identity adds to it one host read per request and per response header.")
+            w("")
         w("CPU time is the sum of Envoy's threads' `/proc/<pid>/task/*/schedstat` run time (ns resolution); "
           "it includes Envoy's own periodic work (stats flush, admin requests of the harness).")
         w("")

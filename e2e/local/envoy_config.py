@@ -174,9 +174,11 @@ def bootstrap(args):
                                         [signed], "kafka_signed"))
         clusters.append(static_cluster("kafka_signed", args.host, args.signed_port))
     if args.bench_null_port:
-        # A Wasm filter that does nothing (bench/null-filter): to PLAINTEXT, and on the next
-        # port to MESH (the client does SASL): what any Wasm network filter costs.
-        for name, port, cluster in [("kafka_inbound_null", args.bench_null_port, "kafka_plain"),
+        # A Wasm filter that does nothing (bench/null-filter): to a PLAINTEXT listener of its
+        # own, and on the next port to MESH (the client does SASL): what any Wasm network
+        # filter costs.
+        clusters.append(static_cluster("kafka_null_plain", args.host, args.null_plaintext_port))
+        for name, port, cluster in [("kafka_inbound_null", args.bench_null_port, "kafka_null_plain"),
                                     ("kafka_inbound_null_sasl", args.bench_null_port + 1, "kafka_mesh")]:
             listeners.append(bench_listener(args, name, port, [null_filter(args)], cluster))
     if args.ext_authz != "none":
@@ -238,6 +240,7 @@ def main(argv):
     b.add_argument("--signed-vm-env", action="append", default=[], metavar="NAME")
     b.add_argument("--bench-null-port", type=int, help="bench: listeners with a Wasm filter that does nothing")
     b.add_argument("--null-wasm")
+    b.add_argument("--null-plaintext-port", type=int, help="bench: the broker's PLAINTEXT listener advertised as (n)")
     b.add_argument("--null-calls", type=int, default=0)
     b.add_argument("--ext-authz", choices=["none", "before", "after"], default="none",
                    help="an ext_authz network filter before or after kafka_identity")
@@ -258,8 +261,8 @@ def main(argv):
         if args.bench_signed_port and not (args.signed_port and args.signed_wasm and args.signed_filter_config
                                            and args.bench_plain_port):
             parser.error("--bench-signed-port needs --signed-port, --signed-wasm, --signed-filter-config")
-        if args.bench_null_port and not (args.null_wasm and args.bench_plain_port):
-            parser.error("--bench-null-port needs --null-wasm and --bench-plain-port")
+        if args.bench_null_port and not (args.null_wasm and args.bench_plain_port and args.null_plaintext_port):
+            parser.error("--bench-null-port needs --null-wasm, --null-plaintext-port and --bench-plain-port")
         if args.ext_authz != "none" and not args.ext_authz_port:
             parser.error("--ext-authz needs --ext-authz-port")
         text = bootstrap(args)
