@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TOOLCHAIN ?= nightly-2026-10-29
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 
-.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix clean
+.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-mesh clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -22,11 +22,12 @@ help:
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
 	@echo "make oci         OCI image of the .wasm for Istio's WasmPlugin; prints the sha256 to use"
 	@echo "make deploy-check validate every Istio/Kafka manifest offline and check the OCI image"
+	@echo "make e2e-mesh    Istio mesh end to end: kube-apiserver, istiod, sidecars, 3 brokers (no Docker)"
 	@echo "make e2e-kind    kind + Istio end to end (needs a Docker engine)"
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
 	@echo "make bench-codec criterion benchmark of the request scanner"
 	@echo "make bench-filter criterion benchmark of what a connection costs the filter's code"
-	@echo "make bench       filter cost vs the same path without it; writes docs/benchmarks.md (~12 min)"
+	@echo "make bench       filter cost vs the same path without it; writes docs/benchmarks.md (~15 min)"
 
 setup:
 	scripts/install-deps
@@ -53,7 +54,7 @@ cli:
 e2e: wasm cli
 	e2e/run
 
-test: setup lint unit wasm cli e2e deploy-check
+test: setup lint unit wasm cli e2e deploy-check e2e-mesh
 
 demo: setup wasm
 	e2e/demo
@@ -84,6 +85,11 @@ deploy-check: wasm
 	scripts/install-deploy-tools
 	scripts/validate-manifests --no-install
 	.tools/venv/bin/python -m pytest -q -p no:cacheprovider deploy/tests
+
+# The mesh on this machine, in network namespaces of its own (root; see e2e/mesh/README.md).
+e2e-mesh: setup wasm
+	scripts/install-mesh
+	e2e/mesh/run
 
 e2e-kind: wasm
 	e2e/kind/run

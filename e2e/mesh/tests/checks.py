@@ -1,0 +1,105 @@
+"""What the tests read from the mesh: Envoy's config dump and stats, the brokers' authorizer
+logs, the counters Prometheus would scrape."""
+
+import json
+import re
+import time
+
+from meshlib.procs import MeshError
+
+OUR_FILTER = re.compile(r"kafka[_-]identity")
+PEER_CERT_FILTER = "envoy.filters.network.set_filter_state"
+
+
+def inbound_chains(sidecar, port=9092):
+    """Filter names of each inbound chain for `port` (the virtualInbound listener on 15006)."""
+    dump = json.loads(sidecar.admin("config_dump?resource=dynamic_listeners"))
+    chains = []
+    for item in dump.get("configs", []):
+        listener = item.get("active_state", {}).get("listener", {})
+        if listener.get("name") != "virtualInbound":
+            continue
+        for fc in listener.get("filter_chains", []):
+            match = fc.get("filter_chain_match", {})
+            if match.get("destination_port") == port:
+                chains.append({"transport": match.get("transport_protocol", "-"),
+                               "filters": [f["name"] for f in fc.get("filters", [])]})
+    return chains
+
+
+def ecds_filters(sidecar):
+    dump = json.loads(sidecar.admin("config_dump?resource=ecds_filters"))
+    out = {}
+    for item in dump.get("configs", []):
+        cfg = item.get("ecds_filter", {})
+        out[cfg.get("name", "?")] = cfg.get("typed_config", {})
+    return out
+
+
+def rejected_updates(sidecar):
+    """Every xDS update counter that says Envoy refused a resource, with its value."""
+    return {k: v for k, v in sidecar.stats().items()
+            if (k.endswith(".update_rejected") or k.endswith(".config_fail")) and v}
+
+
+def prometheus_counter(sidecar, name):
+    """A counter from pilot-agent's merged /stats/prometheus (what Prometheus scrapes)."""
+    total, seen = 0, False
+    for line in sidecar.prometheus().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+            seen = True
+    return total if seen else None
+
+
+class LogMark:
+    """Lines appended to a file after this mark."""
+
+    def __init__(self, path):
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def lines(self):
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            return f.read().decode(errors="replace").splitlines()
+
+    def wait_for(self, *needles, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [ln for ln in self.lines() if all(n in ln for n in needles)]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.3)
+
+
+def wait_any(marks, *needles, timeout=20):
+    """The first of several logs (e.g. every broker's authorizer log) that shows a line with
+    all `needles`, polling them together; [] after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for mark in marks:
+            found = [ln for ln in mark.lines() if all(n in ln for n in needles)]
+            if found:
+                return found
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.3)
+
+
+def authz(principal, verdict, operation, resource):
+    return (f"Principal = User:{principal} is {verdict} operation = {operation} ",
+            f"on resource = {resource} ")
+
+
+def wait_until(what, pred, timeout=60, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise MeshError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
