@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TOOLCHAIN ?= nightly-2026-10-29
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
 
-.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-mesh clean
+.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-mesh e2e-mesh-faults clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -23,6 +23,7 @@ help:
 	@echo "make oci         OCI image of the .wasm for Istio's WasmPlugin; prints the sha256 to use"
 	@echo "make deploy-check validate every Istio/Kafka manifest offline and check the OCI image"
 	@echo "make e2e-mesh    Istio mesh end to end: kube-apiserver, istiod, sidecars, 3 brokers (no Docker)"
+	@echo "make e2e-mesh-faults  the mesh's fault scenarios repeated FAULT_REPEATS times, with a summary"
 	@echo "make e2e-kind    kind + Istio end to end (needs a Docker engine)"
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
 	@echo "make bench-codec criterion benchmark of the request scanner"
@@ -90,6 +91,14 @@ deploy-check: wasm
 e2e-mesh: setup wasm
 	scripts/install-mesh
 	e2e/mesh/run
+
+FAULT_REPEATS ?= 5
+# Broker kill, rolling restart and sidecar restart FAULT_REPEATS times each (spread of the
+# recovery times for docs/reliability.md), then istiod away and a config push.
+e2e-mesh-faults: setup wasm
+	scripts/install-mesh
+	KAFKA_IDENTITY_MESH_FAULT_REPEATS=$(FAULT_REPEATS) e2e/mesh/run -k test_reliability
+	.tools/venv/bin/python e2e/mesh/reliability_report.py
 
 e2e-kind: wasm
 	e2e/kind/run
