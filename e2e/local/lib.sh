@@ -17,6 +17,23 @@ KI_ENVOY_PLAIN_PORT="${KAFKA_IDENTITY_ENVOY_PLAIN_PORT:-19444}"   # Envoy TLS ->
 # KAFKA_IDENTITY_BENCH=1 (bench/): adds the broker PLAINTEXT listener and a second Envoy listener
 # (TLS + tcp_proxy, never the wasm filter) that it is advertised as.
 KI_BENCH="${KAFKA_IDENTITY_BENCH:-0}"
+# With KAFKA_IDENTITY_BENCH=1 and KAFKA_IDENTITY_BENCH_SIGNING=DIR (key.pem, jwks.json,
+# filter-config.json; bench/run makes them): a broker SIGNED listener that checks tokens against
+# the JWKS, behind a third Envoy listener whose filter signs (ES256), for the signed-mode benchmark.
+KI_BENCH_SIGNING="${KAFKA_IDENTITY_BENCH_SIGNING:-}"
+KI_SIGNED_PORT="${KAFKA_IDENTITY_SIGNED_PORT:-19096}"
+KI_ENVOY_SIGNED_PORT="${KAFKA_IDENTITY_ENVOY_SIGNED_PORT:-19445}"
+# With KAFKA_IDENTITY_BENCH=1 and KAFKA_IDENTITY_BENCH_NULL_WASM=FILE: two more Envoy listeners,
+# TLS + that Wasm filter (one that does nothing) + tcp_proxy, to PLAINTEXT (port
+# KAFKA_IDENTITY_ENVOY_NULL_PORT) and to MESH (the next port; the client does SASL itself):
+# what any Wasm network filter costs per connection, with and without the broker's SASL.
+# KAFKA_IDENTITY_BENCH_NULL_CALLS=N makes it do N host calls and N property reads per
+# connection (calibration).
+KI_BENCH_NULL_WASM="${KAFKA_IDENTITY_BENCH_NULL_WASM:-}"
+KI_ENVOY_NULL_PORT="${KAFKA_IDENTITY_ENVOY_NULL_PORT:-19446}"
+# The broker's PLAINTEXT listener advertised as the (n) listener, so that clients that
+# bootstrap through (n) stay on it (the other PLAINTEXT listener is advertised as (a)).
+KI_NULL_PLAINTEXT_PORT="${KAFKA_IDENTITY_NULL_PLAINTEXT_PORT:-19097}"
 KI_ENVOY_PORT="${KAFKA_IDENTITY_ENVOY_PORT:-19443}"
 KI_ENVOY_ADMIN_PORT="${KAFKA_IDENTITY_ENVOY_ADMIN_PORT:-19901}"
 
@@ -256,6 +273,19 @@ ki_envoy_write_config() {
   fi
   if [[ "${KI_BENCH}" == "1" ]]; then
     args+=(--bench-plain-port "${KI_ENVOY_PLAIN_PORT}" --plaintext-port "${KI_PLAINTEXT_PORT}")
+    if [[ -n "${KI_BENCH_SIGNING}" ]]; then
+      # Signed mode: the same filter in its own VM, signing with the bench key (from Envoy's
+      # environment, see ki_envoy_start), to the broker's SIGNED listener.
+      args+=(--bench-signed-port "${KI_ENVOY_SIGNED_PORT}" --signed-port "${KI_SIGNED_PORT}"
+        --signed-wasm "${KI_WASM}" --signed-filter-config "${KI_BENCH_SIGNING}/filter-config.json"
+        --signed-vm-env KAFKA_IDENTITY_BENCH_SIGNING_KEY)
+    fi
+    if [[ -n "${KI_BENCH_NULL_WASM}" ]]; then
+      [[ -f "${KI_BENCH_NULL_WASM}" ]] || ki_die "KAFKA_IDENTITY_BENCH_NULL_WASM: no file ${KI_BENCH_NULL_WASM}"
+      args+=(--bench-null-port "${KI_ENVOY_NULL_PORT}" --null-wasm "${KI_BENCH_NULL_WASM}"
+        --null-plaintext-port "${KI_NULL_PLAINTEXT_PORT}"
+        --null-calls "${KAFKA_IDENTITY_BENCH_NULL_CALLS:-0}")
+    fi
   fi
   "${KI_PYTHON}" "${KI_LOCAL}/envoy_config.py" "${args[@]}" || ki_die "cannot render ${KI_ENVOY_DIR}/envoy.yaml"
 }
@@ -268,7 +298,8 @@ ki_envoy_prepare() {
   ki_envoy_write_config
   ki_log "envoy ${KI_ENVOY_VERSION}: validating config"
   # The filter parses its configuration (and reads its VM environment) during validation.
-  if ! env "${KI_VM_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" \
+  ki_bench_env
+  if ! env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" \
         --disable-hot-restart >"${KI_ENVOY_DIR}/validate.log" 2>&1; then
     tail -n 30 "${KI_ENVOY_DIR}/validate.log" >&2
     ki_die "envoy ${KI_ENVOY_VERSION} rejected ${KI_ENVOY_DIR}/envoy.yaml (see above; full output in ${KI_ENVOY_DIR}/validate.log)"
@@ -282,12 +313,16 @@ ki_envoy_start() {
   ki_envoy_prepare
   ki_check_ports "envoy=${KI_ENVOY_PORT}" "envoy-admin=${KI_ENVOY_ADMIN_PORT}"
   [[ "${KI_BENCH}" != "1" ]] || ki_check_ports "envoy-plain=${KI_ENVOY_PLAIN_PORT}"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_SIGNING}" ]] || ki_check_ports "envoy-signed=${KI_ENVOY_SIGNED_PORT}"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_NULL_WASM}" ]] \
+    || ki_check_ports "envoy-null=${KI_ENVOY_NULL_PORT}" "envoy-null-sasl=$((KI_ENVOY_NULL_PORT + 1))"
   local filter_desc="wasm ${KI_WASM}, config ${KI_FILTER_CONFIG}"
   [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO wasm filter (KAFKA_IDENTITY_NO_FILTER=1)"
   ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}), ${filter_desc}"
   : >"${KI_ENVOY_LOG}"
   # VM environment variables (e.g. a signing key) reach the VM from Envoy's environment.
-  setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
+  ki_bench_env
+  setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
       --disable-hot-restart --concurrency 1 \
       -l info --component-log-level "wasm:${KI_ENVOY_WASM_LOG_LEVEL}" \
       --log-path "${KI_ENVOY_LOG}" \
@@ -308,6 +343,15 @@ ki_envoy_start() {
   done
   tail -n 40 "${KI_ENVOY_LOG}" >&2 || true
   ki_die "envoy not ready after 30 s (log tail above)"
+}
+
+# ki_bench_env: KI_BENCH_ENV_ASSIGN, the bench signing key for Envoy's environment (the signed
+# path's VM reads it as KAFKA_IDENTITY_BENCH_SIGNING_KEY, host_env_keys).
+ki_bench_env() {
+  KI_BENCH_ENV_ASSIGN=()
+  if [[ "${KI_BENCH}" == "1" && -n "${KI_BENCH_SIGNING}" ]]; then
+    KI_BENCH_ENV_ASSIGN+=("KAFKA_IDENTITY_BENCH_SIGNING_KEY=$(cat "${KI_BENCH_SIGNING}/key.pem")")
+  fi
 }
 
 ki_envoy_stop() { ki_stop "${KI_ENVOY_PID}" "$(ki_envoy_marker)" envoy; }
@@ -359,6 +403,24 @@ KAFKA_IDENTITY_BOOTSTRAP_NOFILTER=${KI_HOST}:${KI_ENVOY_PLAIN_PORT}
 KAFKA_IDENTITY_PLAINTEXT_LISTENER=${KI_HOST}:${KI_PLAINTEXT_PORT}
 KAFKA_IDENTITY_ENVOY_PLAIN_PORT=${KI_ENVOY_PLAIN_PORT}
 EOF
+    if [[ -n "${KI_BENCH_NULL_WASM}" ]]; then
+      cat >>"${KI_STACK_ENV}.tmp" <<EOF
+KAFKA_IDENTITY_BENCH_NULL_WASM=${KI_BENCH_NULL_WASM}
+KAFKA_IDENTITY_BOOTSTRAP_NULL=${KI_HOST}:${KI_ENVOY_NULL_PORT}
+KAFKA_IDENTITY_BOOTSTRAP_NULL_SASL=${KI_HOST}:$((KI_ENVOY_NULL_PORT + 1))
+KAFKA_IDENTITY_ENVOY_NULL_PORT=${KI_ENVOY_NULL_PORT}
+KAFKA_IDENTITY_NULL_PLAINTEXT_PORT=${KI_NULL_PLAINTEXT_PORT}
+EOF
+    fi
+    if [[ -n "${KI_BENCH_SIGNING}" ]]; then
+      cat >>"${KI_STACK_ENV}.tmp" <<EOF
+KAFKA_IDENTITY_BENCH_SIGNING=${KI_BENCH_SIGNING}
+KAFKA_IDENTITY_BOOTSTRAP_SIGNED=${KI_HOST}:${KI_ENVOY_SIGNED_PORT}
+KAFKA_IDENTITY_SIGNED_LISTENER=${KI_HOST}:${KI_SIGNED_PORT}
+KAFKA_IDENTITY_SIGNED_PORT=${KI_SIGNED_PORT}
+KAFKA_IDENTITY_ENVOY_SIGNED_PORT=${KI_ENVOY_SIGNED_PORT}
+EOF
+    fi
   fi
   mv -f "${KI_STACK_ENV}.tmp" "${KI_STACK_ENV}"
 }
@@ -379,6 +441,12 @@ ki_load_stack_ports() {
       KAFKA_IDENTITY_ENVOY_PLAIN_PORT) KI_ENVOY_PLAIN_PORT="${val}" ;;
       KAFKA_IDENTITY_BENCH) KI_BENCH="${val}" ;;
       KAFKA_IDENTITY_KAFKA_VERSION) KI_KAFKA_VERSION="${val}" ;;
+      KAFKA_IDENTITY_BENCH_SIGNING) KI_BENCH_SIGNING="${val}" ;;
+      KAFKA_IDENTITY_SIGNED_PORT) KI_SIGNED_PORT="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_SIGNED_PORT) KI_ENVOY_SIGNED_PORT="${val}" ;;
+      KAFKA_IDENTITY_BENCH_NULL_WASM) KI_BENCH_NULL_WASM="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_NULL_PORT) KI_ENVOY_NULL_PORT="${val}" ;;
+      KAFKA_IDENTITY_NULL_PLAINTEXT_PORT) KI_NULL_PLAINTEXT_PORT="${val}" ;;
     esac
   done <"${KI_STACK_ENV}"
   ki_kafka_settings

@@ -1,7 +1,6 @@
 """The whole mesh: brings every part up in order, applies our manifests as a user would, and
 tears everything down again (also after a failure)."""
 
-import gzip
 import json
 import os
 import subprocess
@@ -235,17 +234,16 @@ class Mesh:
 
     # ---- deliveries ---------------------------------------------------------------------
     def publish_wasm_configmap(self):
-        """The ConfigMap of the file deliveries, made as docs/deploy.md says, then what the init
-        container of deploy/istio/broker/wasm-file-volume.patch.yaml does with it."""
-        gz = self.state / "kafka_identity_filter.wasm.gz"
-        gz.write_bytes(gzip.compress(WASM.read_bytes(), 9, mtime=0))
+        """The ConfigMap of the file deliveries, made as docs/deploy.md says, then what the
+        kubelet's ConfigMap volume of deploy/istio/broker/wasm-file-volume.patch.yaml shows
+        istio-proxy: the .wasm itself (make wasm keeps it under a ConfigMap's 1 MiB)."""
         manifest = self.kube.kubectl("create", "configmap", "kafka-identity-wasm", "-n", "kafka",
-                                     f"--from-file=kafka_identity_filter.wasm.gz={gz}", "--dry-run=client",
+                                     f"--from-file=kafka_identity_filter.wasm={WASM}", "--dry-run=client",
                                      "-o", "yaml")
         self.kube.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, what="ConfigMap kafka-identity-wasm")
         data = self.kube.get_json("configmap", "kafka-identity-wasm", "-n", "kafka")["binaryData"]
         import base64
-        module = gzip.decompress(base64.b64decode(data["kafka_identity_filter.wasm.gz"]))
+        module = base64.b64decode(data["kafka_identity_filter.wasm"])
         for pod in self.broker_pods():
             vol = pod.dir / "volumes" / "kafka-identity-wasm"
             tmp = vol / "kafka_identity_filter.wasm.tmp"
