@@ -261,6 +261,14 @@ ki_envoy_start() {
       </dev/null >"${KI_ENVOY_DIR}/stdout.log" 2>&1 &
   echo $! >"${KI_ENVOY_PID}"
   local i t0=${SECONDS}
+  # Until the background child has exec'd setsid and Envoy, its command line is this
+  # script's, without the marker: ki_pid_alive would call a starting Envoy dead, and the
+  # pid file would be removed with Envoy still running. Wait for the exec (bounded).
+  for ((i = 0; i < 100; i++)); do
+    ki_pid_alive "${KI_ENVOY_PID}" "$(ki_envoy_marker)" && break
+    kill -0 "$(cat "${KI_ENVOY_PID}")" 2>/dev/null || break
+    sleep 0.1
+  done
   for ((i = 0; i < 300; i++)); do
     if ! ki_pid_alive "${KI_ENVOY_PID}" "$(ki_envoy_marker)"; then
       tail -n 40 "${KI_ENVOY_LOG}" "${KI_ENVOY_DIR}/stdout.log" >&2 || true
