@@ -10,8 +10,9 @@ CARGO := cargo
 FUZZ_SECONDS ?= 60
 FUZZ_TOOLCHAIN ?= nightly-2026-10-29
 ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3 1.40.0
+SOAK_MINUTES ?= 30
 
-.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix e2e-mesh clean
+.PHONY: help setup wasm cli bench oci deploy-check e2e-kind lint unit e2e test demo stack-up stack-down fuzz bench-codec e2e-matrix e2e-mesh soak clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -27,6 +28,7 @@ help:
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
 	@echo "make bench-codec criterion benchmark of the request scanner"
 	@echo "make bench       filter cost vs the same path without it; writes docs/benchmarks.md (~12 min)"
+	@echo "make soak        producer + consumer through re-authentication for SOAK_MINUTES (default $(SOAK_MINUTES))"
 
 setup:
 	scripts/install-deps
@@ -92,6 +94,11 @@ e2e-kind: wasm
 
 bench: setup wasm
 	bench/run
+
+# Issue #12 scenario 9 (docs/reliability.md): its own side stack (no main stack needed);
+# `make test` runs the same test for 2 minutes. Figures: e2e/.state/figures/soak-<n>min.json.
+soak: setup wasm
+	SOAK_MINUTES=$(SOAK_MINUTES) .tools/venv/bin/pytest -q -s -p no:cacheprovider e2e/tests/test_soak.py
 
 bench-codec:
 	$(CARGO) bench -j $(CARGO_JOBS) -p kafka-codec --bench request_scanner
