@@ -4,6 +4,7 @@ log, and the filter's per-connection outcome lines. Also: raising this process's
 descriptor limit (its children, Envoy and Kafka, inherit it) and recording the figures a
 test measured, for the document."""
 
+import itertools
 import json
 import re
 import resource
@@ -106,6 +107,10 @@ class Envoy:
                 return int(line.split()[1])
         return 0
 
+    def fds(self):
+        """Open file descriptors: two sockets per proxied connection, and Envoy's own."""
+        return len(list(Path(f"/proc/{self.pid}/fd").iterdir()))
+
     def wasm_linear_memory_kib(self):
         """(resident KiB, size KiB) of the Wasm VMs' linear memories, as bench/harness.py
         measures them: V8 reserves several GiB per memory and makes the accessible part
@@ -120,7 +125,7 @@ class Envoy:
             elif line.startswith("Rss:") and cur is not None:
                 cur["rss"] = int(line.split()[1])
         rss = size = 0
-        for prev, nxt in zip(maps, maps[1:]):
+        for prev, nxt in itertools.pairwise(maps):
             if (prev["perm"].startswith("rw") and nxt["perm"].startswith("---")
                     and prev["end"] == nxt["start"] and nxt["end"] - nxt["start"] >= 4 << 30):
                 rss += prev["rss"]
@@ -134,7 +139,8 @@ class Envoy:
             time.sleep(STATS_FLUSH_S)
         s = self.stats(r"^server\.memory_(allocated|heap_size)$")
         w_rss, w_size = self.wasm_linear_memory_kib()
-        return {"rss_kib": self.rss_kib(), "allocated_kib": s.get("server.memory_allocated", 0) // 1024,
+        return {"fds": self.fds(), "rss_kib": self.rss_kib(),
+                "allocated_kib": s.get("server.memory_allocated", 0) // 1024,
                 "heap_kib": s.get("server.memory_heap_size", 0) // 1024,
                 "wasm_resident_kib": w_rss, "wasm_size_kib": w_size}
 

@@ -13,6 +13,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from conftest import read_all
 from reliability import Envoy, kafka_raw, raise_fd_limit, record_figures
@@ -73,7 +74,11 @@ def test_thousand_open_then_ten_thousand_churned(two_workers):
     memory = {"start": envoy.memory()}
 
     run = f"scale-{os.getpid()}-{int(time.time())}"
-    values, timings, splits = [], {}, {}
+    values, timings, splits, fds = [], {}, {}, {}
+    broker_pid = int((Path(side.stack["KAFKA_IDENTITY_STATE"]) / "kafka.pid").read_text())
+
+    def broker_fds():
+        return len(list(Path(f"/proc/{broker_pid}/fd").iterdir()))
 
     def hold_open(phase):
         """OPEN connections at once, each used (ApiVersions, Produce acks=all), then closed."""
@@ -112,6 +117,7 @@ def test_thousand_open_then_ten_thousand_churned(two_workers):
                 f"both workers take connections: {splits[phase]}"
             assert envoy.counters()["authenticated"] - before == OPEN
             memory[phase] = envoy.memory()
+            fds[phase] = {"envoy": memory[phase]["fds"], "broker": broker_fds()}
         finally:
             for c in conns:
                 if c is not None:
@@ -159,7 +165,7 @@ def test_thousand_open_then_ten_thousand_churned(two_workers):
     record_figures("scale", {
         "envoy_version": side.stack["KAFKA_IDENTITY_ENVOY_VERSION"], "workers": 2,
         "open_connections": OPEN, "churned_connections": churned, "timings": timings,
-        "per_worker_active": splits, "memory": memory, "churn_samples": samples,
+        "per_worker_active": splits, "open_fds": fds, "memory": memory, "churn_samples": samples,
         "growth_during_churn": churn_growth, "growth_second_thousand_vs_first": reopen_growth,
         "counters_moved": moved, "vm_stats": vm_after, "records_read_back": len(mine)})
     assert churn_growth["allocated_kib"] <= BOUND_ALLOCATED_KIB, churn_growth
