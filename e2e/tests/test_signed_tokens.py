@@ -3,10 +3,13 @@ OAuthBearerValidatorCallbackHandler, so a client that reaches the broker directl
 present a token of its own; the signing key never shows in Envoy's config dump; and the
 key rotates as docs/security.md describes without dropping or failing a connection."""
 
+import functools
+import http.server
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -19,6 +22,30 @@ KEYS = REPO / "e2e" / ".state" / "signed-inputs"
 IDENTITY = {"sources": ["spiffe"], "spiffe": {"trust_domains": ["cluster.local"]}}
 TOKEN_LIFETIME = 60  # seconds; the broker's sessions are shorter (connections.max.reauth.ms)
 SLOTS = {"old": "KAFKA_IDENTITY_SIGNING_KEY_A", "new": "KAFKA_IDENTITY_SIGNING_KEY_B"}
+KAFKA_VERSION = os.environ.get("KAFKA_IDENTITY_KAFKA_VERSION", "4.4.0")
+# Kafka reads a file:// JWKS again when the file changes only from 4.1 on; 3.x and 4.0 read it
+# once at start-up. There the broker fetches the JWKS over HTTP and refreshes it this often
+# (docs/security.md, "Rotation"): shorter than step 1 -> step 2 of the procedure.
+JWKS_REFRESH_MS = 2000
+
+
+def jwks_file_is_reread():
+    major, minor = (int(p) for p in re.findall(r"\d+", KAFKA_VERSION)[:2])
+    return (major, minor) >= (4, 1)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@functools.cache
+def jwks_http_url():
+    """Serves KEYS/jwks.json on loopback for the test session (a thread of pytest)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(KEYS)))
+    threading.Thread(target=server.serve_forever, name="jwks-http", daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
 
 
 def filter_config(kid):
@@ -35,8 +62,9 @@ def keygen(kid):
 
 
 def publish_jwks(*kids):
-    """Writes the broker's JWKS with these keys, atomically, as an operator must: Kafka reads
-    the file again when its modification time changes."""
+    """Writes the broker's JWKS with these keys, atomically, as an operator must: Kafka 4.1+
+    reads the file again when its modification time changes; older brokers fetch it over
+    HTTP every JWKS_REFRESH_MS."""
     keys = [key for kid in kids for key in json.loads((KEYS / f"{kid}.jwks.json").read_text())["keys"]]
     tmp = KEYS / "jwks.json.tmp"
     tmp.write_text(json.dumps({"keys": keys}))
@@ -52,9 +80,13 @@ def stack():
     keygen("old")
     keygen("new")
     publish_jwks("old")
-    jwks = f"file://{KEYS / 'jwks.json'}"
+    if jwks_file_is_reread():
+        jwks, refresh = f"file://{KEYS / 'jwks.json'}", []
+    else:
+        jwks = jwks_http_url()
+        refresh = [f"listener.name.mesh.oauthbearer.sasl.oauthbearer.jwks.endpoint.refresh.ms={JWKS_REFRESH_MS}"]
     (KEYS / "broker.properties").write_text("\n".join([
-        "connections.max.reauth.ms=10000",
+        "connections.max.reauth.ms=10000", *refresh,
         "listener.name.mesh.oauthbearer.sasl.server.callback.handler.class="
         "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
         f"listener.name.mesh.oauthbearer.sasl.oauthbearer.jwks.endpoint.url={jwks}",
