@@ -113,7 +113,8 @@ def test_delivery(mesh, proxy, delivery):
                                         & set(denied["errors"])), denied
     # Its consumer is stopped at FindCoordinator: no Describe on the group, let alone Read.
     assert wait_any(marks.values(), *authz(PRODUCER, "Denied", "DESCRIBE", f"Group:LITERAL:{GROUP}"))
-    passed.append(f"producer may not read: {'/'.join(denied['errors'])}, authorizer denied the group to User:{PRODUCER}")
+    passed.append(f"producer may not read: {'/'.join(denied['errors'])}, "
+                  f"authorizer denied the group to User:{PRODUCER}")
 
     # Java client, as shipped (console tools), PLAINTEXT to the Service.
     lines = [f"{run}-java-{i}" for i in range(6)]
