@@ -85,8 +85,9 @@ def produce(a):
             p.poll(min(0.05, max(0.0, next_at - time.time())))
     left = p.flush(130)
     times = sorted(t for t, _ in acked.values())
-    return {"sent": n, "acked": len(acked), "failed": len(failed), "failures": sorted({e for _, e in failed.values()}),
-            "unflushed": left, "ack_times": times, "links": links.events, "started": t0}
+    return {"sent": n, "acked": len(acked), "acked_checksum": checksum(acked),
+            "failed": len(failed), "failures": sorted({e for _, e in failed.values()}), "unflushed": left,
+            "ack_times": times, "links": links.events, "started": t0}
 
 
 def consume(a):
@@ -117,6 +118,12 @@ def consume(a):
     return {"consumed": len(seen), "arrivals": times, "errors": sorted(set(errors)), "links": links.events}
 
 
+def checksum(values):
+    """Of a set of record values: equal for the producer's acknowledged records and the read-back
+    exactly when they are the same records."""
+    return hashlib.sha256("\n".join(sorted(set(values))).encode()).hexdigest()
+
+
 def readback(a):
     c = Consumer(settings(a, **{"group.id": a.group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
                                 "isolation.level": "read_committed", "enable.partition.eof": True}))
@@ -138,9 +145,8 @@ def readback(a):
             values.append(v)
     c.close()
     unique = sorted(set(values))
-    digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()
     return {"read": len(values), "unique": len(unique), "duplicates": len(values) - len(unique),
-            "checksum": digest, "complete": len(eof) == len(parts), "values": unique}
+            "checksum": checksum(unique), "complete": len(eof) == len(parts), "values": unique}
 
 
 def main(argv):
@@ -158,10 +164,6 @@ def main(argv):
     with open(a.out, "w") as f:
         json.dump(report, f)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}))
-
-
-def checksum(values):
-    return hashlib.sha256("\n".join(sorted(set(values))).encode()).hexdigest()
 
 
 if __name__ == "__main__":
