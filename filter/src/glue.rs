@@ -14,7 +14,7 @@ use crate::config::{self, FilterConfig};
 use crate::connection::Connection;
 use crate::host::HostError;
 use crate::latest::{filter_key, Latest};
-use crate::peer::{self, PeerProperties};
+use crate::peer::{self, HbonePeer, PeerProperties};
 use crate::session::{Identification, Refusal, RefusalKind};
 
 proxy_wasm::main! {{
@@ -161,9 +161,16 @@ impl RootContext for Root {
         let plugin = property_string(&["plugin_name"]).unwrap_or_default();
         let root_id = property_string(&["plugin_root_id"]).unwrap_or_default();
         self.filter = filter_key(&plugin, &root_id);
+        let peer = match &config.waypoint {
+            Some(w) => format!(
+                "waypoint HBONE peer from filter state {:?}",
+                w.peer_principal_filter_state_key
+            ),
+            None => "sidecar TLS peer".to_owned(),
+        };
         info!(
-            "kafka-identity: configured (plugin {plugin}, stat_prefix {}, on_no_identity {:?}, \
-             on_client_sasl {:?}, token {})",
+            "kafka-identity: configured (plugin {plugin}, identity {peer}, stat_prefix {}, \
+             on_no_identity {:?}, on_client_sasl {:?}, token {})",
             config.stat_prefix,
             config.session.on_no_identity,
             config.session.on_client_sasl,
@@ -223,8 +230,18 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
 }
 
 /// What Envoy exposes about the peer; read once, on the first downstream data (the TLS
-/// handshake is complete by then).
+/// handshake is complete by then). In a waypoint only the configured filter-state keys.
 fn read_peer(config: &FilterConfig) -> Identification {
+    if let Some(keys) = &config.waypoint {
+        let found = HbonePeer {
+            principal: property(&["filter_state", &keys.peer_principal_filter_state_key]),
+            certificate: keys
+                .peer_certificate_filter_state_key
+                .as_deref()
+                .and_then(|key| property(&["filter_state", key])),
+        };
+        return peer::identify_hbone_peer(&config.mapper, keys, &found);
+    }
     let mtls = property(&["connection", "mtls"])
         .map(|b| b.first() == Some(&1))
         .unwrap_or(false);
