@@ -122,6 +122,16 @@ def admin(a):
             out.append({"leaders": {p.id: p.leader for p in t.partitions.values()},
                         "isrs": {p.id: p.isrs for p in t.partitions.values()},
                         "error": t.error.name() if t.error else None})
+        elif kind == "elect_preferred_leaders":
+            # After a restart of the brokers: every partition back to its preferred leader.
+            from confluent_kafka import ElectionType  # noqa: PLC0415
+            result = client.elect_leaders(ElectionType.PREFERRED, None).result(timeout=60)
+            # Per partition: None, or the error (a KafkaError; a KafkaException in some versions).
+            errors = {tp: err.args[0] if isinstance(err, KafkaException) else err for tp, err in result.items()}
+            # The partitions not led by their preferred leader yet, and why (e.g.
+            # PREFERRED_LEADER_NOT_AVAILABLE while that replica catches up): the caller retries.
+            out.append({f"{tp.topic}-{tp.partition}": err.name() for tp, err in errors.items()
+                        if err is not None and err.code() != KafkaError.ELECTION_NOT_NEEDED})
         elif kind == "describe_group":
             g = client.describe_consumer_groups([op["group"]])[op["group"]].result(timeout=30)
             out.append({"coordinator": g.coordinator.id, "state": str(g.state), "members": len(g.members)})

@@ -47,6 +47,10 @@ class Mesh:
         self.registry = None
         self.applied = []        # kustomize directories applied, newest last
         self.timings = {}
+        # Parts added while the mesh runs (e.g. meshlib/ambient.py): stopped first on
+        # tear-down, logs listed with the others.
+        self.teardown_hooks = []
+        self.extra_logs = {}
 
     # ---- helpers ----------------------------------------------------------------------
     def envoy_binary(self, version):
@@ -102,6 +106,9 @@ class Mesh:
     def _cluster_objects(self):
         self.kube.kubectl("apply", "--server-side", "-f", self.tools / "istio" / "crd-all.gen.yaml",
                           what="Istio CRDs")
+        # Before istiod starts, so that it watches them (the ambient pass's waypoint Gateway).
+        self.kube.kubectl("apply", "--server-side", "-f", self.tools / "gateway-api" / "standard-crds.yaml",
+                          what="Gateway API CRDs")
         self.kube.wait_crds()
         namespaces = sorted({p.namespace for p in self.pods.values()} | {"istio-system"})
         objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces]
@@ -250,15 +257,16 @@ class Mesh:
         self.kube.kubectl("delete", "-k", path, "--ignore-not-found", what=f"kubectl delete -k {path}")
         self.applied = [p for p in self.applied if p != Path(path)]
 
-    def oci_overlay(self, digest):
-        """A user's own overlay of deploy/istio/overlays/wasmplugin-oci: only url and sha256."""
-        d = self.state / "overlays" / "wasmplugin-oci"
+    def oci_overlay(self, digest, base="wasmplugin-oci"):
+        """A user's own overlay of deploy/istio/overlays/<base> (an oci:// WasmPlugin): only url
+        and sha256."""
+        d = self.state / "overlays" / base
         d.mkdir(parents=True, exist_ok=True)
-        rel = os.path.relpath(REPO / "deploy" / "istio" / "overlays" / "wasmplugin-oci", d)
+        rel = os.path.relpath(REPO / "deploy" / "istio" / "overlays" / base, d)
         (d / "kustomization.yaml").write_text(yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "resources": [rel],
-            "patches": [{"target": {"kind": "WasmPlugin", "name": "kafka-identity"},
+            "patches": [{"target": {"kind": "WasmPlugin"},
                          "patch": yaml.safe_dump([
                              {"op": "replace", "path": "/spec/url",
                               "value": f"oci://{REGISTRY_HOST}/kafka-identity/kafka-identity-wasm:mesh"},
@@ -268,7 +276,8 @@ class Mesh:
     # ---- tear-down ------------------------------------------------------------------------
     def down(self):
         errors = []
-        for step in ([b.stop for b in self.brokers] + [s.stop for s in self.sidecars.values()]
+        for step in (list(reversed(self.teardown_hooks)) + [b.stop for b in self.brokers]
+                     + [s.stop for s in self.sidecars.values()]
                      + [lambda: self.registry and self.registry.stop(), self.istiod.stop, self.kube.down,
                         self.net.down]):
             try:
@@ -289,6 +298,7 @@ class Mesh:
             out[f"kafka broker {b.index}"] = b.log
         if self.registry:
             out["registry"] = self.registry.log
+        out.update(self.extra_logs)
         return out
 
 

@@ -1,0 +1,303 @@
+"""Ambient mode on the mesh: the filter in an Istio waypoint (deploy/istio/overlays/ambient-waypoint),
+clients without sidecars whose traffic reaches it over HBONE with their own SPIFFE certificates,
+the three brokers behind it. See meshlib/ambient.py for what stands in for ztunnel.
+
+Asserts what the brokers did, as the sidecar passes: the waypoint's configuration and chain, the
+ACL outcomes with the authorizer naming the client's principal, counters on the waypoint; and
+that a broker's 9092 refuses every identity but the waypoint's."""
+
+import os
+import re
+import time
+import uuid
+
+import pytest
+import yaml
+
+from checks import (OUR_FILTER, LogMark, authz, ecds_filters, inbound_chains, prometheus_counter,
+                    rejected_updates, wait_any, wait_until)
+from conftest import CONSUMER, GROUP, PRODUCER, TOPIC
+from meshlib.ambient import (HBONE_CLIENT_ENVOY, WAYPOINT_ENVOY, WAYPOINT_ID, WAYPOINT_ISTIO, Ambient,
+                             waypoint_chains)
+from meshlib.topology import CLIENT_PORT, KAFKA_NS, REPO
+
+BOOTSTRAP = f"kafka.kafka.svc.cluster.local:{CLIENT_PORT}"
+SERVICES = ["kafka", "kafka-0", "kafka-1", "kafka-2"]
+PRODUCER_POD, CONSUMER_POD = "amb-producer", "amb-consumer"
+RECORD = {"checks": [], "chain": None}
+
+
+class Checks:
+    def __init__(self):
+        self.t = time.monotonic()
+
+    def append(self, text):
+        now = time.monotonic()
+        RECORD["checks"].append(f"{text} [{now - self.t:.1f} s]")
+        self.t = now
+
+
+@pytest.fixture(scope="module")
+def ambient(mesh):
+    t0 = time.monotonic()
+    if not getattr(mesh, "oci_digest", None):
+        mesh.oci_digest = mesh.push_wasm_image()
+    a = Ambient(mesh)
+    a.istiod_mark = LogMark(mesh.istiod.proc.log)
+    try:
+        a.up(mesh.oci_digest)
+    except BaseException:
+        if os.environ.get("KAFKA_IDENTITY_MESH_KEEP") == "1":
+            raise                           # e2e/mesh/run --keep: leave it as it failed
+        # Back to sidecar mode as far as possible; the bring-up's error is the one reported.
+        try:
+            a.down()
+        except Exception as e:  # noqa: BLE001
+            print(f"\n[ambient] take-down after the failed bring-up failed too: {e}")
+        raise
+    a.timings["bring-up total"] = round(time.monotonic() - t0, 1)
+    yield a
+    t1 = time.monotonic()
+    a.down()
+    a.timings["take-down total"] = round(time.monotonic() - t1, 1)
+    a.timings["ambient pass total"] = round(time.monotonic() - t0, 1)
+    print("\n[ambient] timings (s): " + ", ".join(f"{k} {v}" for k, v in a.timings.items()))
+
+
+def our_chain_ok(filters):
+    return len(filters) >= 2 and filters[-1] == "envoy.filters.network.tcp_proxy" and OUR_FILTER.search(filters[-2])
+
+
+def rbac_denied(sidecar):
+    """Connections the sidecar's RBAC filters refused, by counter (virtualInbound's chains and
+    the HBONE listener's main_internal)."""
+    return {k: v for k, v in sidecar.stats().items() if re.search(r"(^|\.)rbac\.denied$", k)}
+
+
+def refused_by_rbac(sidecar, before, what):
+    """Waits until an RBAC denial counter of the sidecar grew; returns the counters that did."""
+    def grown():
+        now = rbac_denied(sidecar)
+        return {k: v for k, v in now.items() if v > before.get(k, 0)}
+    return wait_until(what, grown, timeout=20)
+
+
+def test_waypoint_runs_our_filter_last_before_tcp_proxy(mesh, ambient):
+    passed = Checks()
+    wp = ambient.waypoint
+    def loaded():
+        # The chain names the ECDS filter at once; the module is in it only once pilot-agent
+        # has fetched it (until then, or if the fetch fails, the resource is a deny-all RBAC).
+        chains = waypoint_chains(wp)
+        ecds = {k: v for k, v in ecds_filters(wp).items() if OUR_FILTER.search(k)}
+        if all(our_chain_ok(chains.get(f"{s}.{KAFKA_NS}.svc.cluster.local", [])) for s in SERVICES) \
+                and ecds and all("wasm" in str(v.get("@type", "")) for v in ecds.values()):
+            return chains
+        return None
+    chains = wait_until("our filter, with its module, in the waypoint's 9092 chain of every Kafka Service",
+                        loaded, timeout=120)
+    assert rejected_updates(wp) == {}, f"the waypoint rejected configuration: {rejected_updates(wp)}"
+    nacks = [ln for ln in ambient.istiod_mark.lines() if "ACK ERROR" in ln]
+    assert nacks == [], f"istiod logged NACKs: {nacks[:3]}"
+    passed.append("the waypoint accepted listeners, clusters, ECDS (update_rejected 0), no NACK in istiod")
+    RECORD["chain"] = chains[f"kafka.{KAFKA_NS}.svc.cluster.local"]
+    for host, filters in sorted(chains.items()):
+        print(f"\n[waypoint, Istio {WAYPOINT_ISTIO} on Envoy {WAYPOINT_ENVOY}] main_internal chain "
+              f"inbound-vip|9092|tcp|{host}: {' -> '.join(filters)}")
+    passed.append(f"the waypoint's 9092 chain of each of {', '.join(SERVICES)} ends with our filter right before "
+                  "tcp_proxy")
+    ecds = {k: v for k, v in ecds_filters(wp).items() if OUR_FILTER.search(k)}
+    assert ecds, "no ECDS resource for our WasmPlugin in the waypoint"
+    code = str(ecds)
+    assert "/var/lib/istio/data/" in code, f"waypoint's module not from pilot-agent's OCI cache: {code[:400]}"
+    assert "io.istio.peer_principal" in code, f"the waypoint's plugin configuration lacks waypoint mode: {code[:600]}"
+    passed.append("ECDS resource carries the module from the waypoint's OCI cache and the waypoint configuration")
+    # The principal must come from the waypoint: no filter in the brokers' sidecars.
+    for b in mesh.brokers:
+        sc = mesh.sidecars[b.pod.name]
+        assert rejected_updates(sc) == {}, f"{b.pod.name}: sidecar rejected configuration: {rejected_updates(sc)}"
+        dump = sc.admin("config_dump?resource=dynamic_listeners")
+        assert not OUR_FILTER.search(dump), f"{b.pod.name}: our filter is still in a broker sidecar"
+        assert "connect_terminate" in dump, f"{b.pod.name}: the broker sidecar does not accept HBONE"
+        assert all("envoy.filters.network.rbac" in c["filters"] for c in inbound_chains(sc)), \
+            f"{b.pod.name}: no RBAC in the 9092 chains: {inbound_chains(sc)}"
+    passed.append("broker sidecars: HBONE listener, RBAC on 9092, no kafka_identity, configuration accepted")
+
+
+def test_ambient_clients_get_their_own_principals(mesh, ambient):
+    passed = Checks()
+    run = f"ambient-{uuid.uuid4().hex[:6]}"
+    marks = {b.index: LogMark(b.authorizer_log) for b in mesh.brokers}
+    waypoint_log = LogMark(ambient.waypoint.proc.log)
+    before = prometheus_counter(ambient.waypoint, "kafka_identity_authenticated") or 0
+    tunnels_before = {n: c.stats().get("cluster.waypoint.upstream_rq_total", 0) for n, c in ambient.clients.items()}
+
+    md = mesh.kclient(PRODUCER_POD, "metadata", BOOTSTRAP, TOPIC)
+    advertised = sorted(md["brokers"].values())
+    assert advertised == [f"kafka-{i}.kafka.svc.cluster.local:9092" for i in range(3)], md
+    passed.append(f"metadata through the waypoint: brokers advertise their own Services ({', '.join(advertised)})")
+
+    leaders = mesh.admin({"op": "describe_topic", "topic": TOPIC})[0]["leaders"]
+    assert sorted(set(leaders.values())) == [0, 1, 2], f"partition leaders {leaders} do not cover every broker"
+    per_partition = 5
+    for partition in sorted(leaders, key=int):
+        r = mesh.exec(PRODUCER_POD, ["kcat", "-b", BOOTSTRAP, "-P", "-t", TOPIC, "-p", partition,
+                                     "-X", "acks=all", "-X", "message.timeout.ms=30000"],
+                      input="".join(f"{run}-p{partition}-{i}\n" for i in range(per_partition)), timeout=60)
+        assert r.returncode == 0, r.stderr
+    for partition, leader in leaders.items():
+        assert marks[leader].wait_for(*authz(PRODUCER, "Allowed", "WRITE", f"Topic:LITERAL:{TOPIC}")), \
+            f"broker {leader} (leader of partition {partition}) logged no allowed WRITE for {PRODUCER}"
+    passed.append(f"ambient producer (kcat) wrote every partition; each leader's authorizer allowed WRITE for "
+                  f"User:{PRODUCER}")
+    got = mesh.kclient(CONSUMER_POD, "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", run,
+                       "--want", str(3 * per_partition), "--timeout", "60")
+    assert got["consumed"] == 3 * per_partition and got["partitions"] == [0, 1, 2], got
+    assert wait_any(marks.values(), *authz(CONSUMER, "Allowed", "READ", f"Group:LITERAL:{GROUP}"))
+    passed.append(f"ambient consumer read all {3 * per_partition} records in group {GROUP}; authorizer allowed "
+                  f"READ on the group for User:{CONSUMER}")
+
+    denied = mesh.kclient(CONSUMER_POD, "produce", BOOTSTRAP, TOPIC, "--count", "1", "--prefix", f"{run}-x",
+                          "--timeout", "20")
+    assert denied["delivered"] == 0 and "TOPIC_AUTHORIZATION_FAILED" in denied["errors"], denied
+    assert wait_any(marks.values(), *authz(CONSUMER, "Denied", "WRITE", f"Topic:LITERAL:{TOPIC}"))
+    passed.append(f"ambient consumer may not write: TOPIC_AUTHORIZATION_FAILED, authorizer denied WRITE for "
+                  f"User:{CONSUMER}")
+    denied = mesh.kclient(PRODUCER_POD, "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", run,
+                          "--want", "1", "--timeout", "20")
+    assert denied["consumed"] == 0 and ({"GROUP_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED"}
+                                        & set(denied["errors"])), denied
+    assert wait_any(marks.values(), *authz(PRODUCER, "Denied", "DESCRIBE", f"Group:LITERAL:{GROUP}"))
+    passed.append(f"ambient producer may not read: {'/'.join(denied['errors'])}, authorizer denied the group to "
+                  f"User:{PRODUCER}")
+
+    # Java client, as shipped (console tools), PLAINTEXT to the bootstrap Service.
+    lines = [f"{run}-java-{i}" for i in range(6)]
+    java = ["java", "-Xmx192m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={REPO}/e2e/local/tools-log4j2.xml",
+            "-cp", mesh.kafka_classpath]
+    r = mesh.exec(PRODUCER_POD, [*java, "org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", BOOTSTRAP,
+                                 "--topic", TOPIC, "--command-property", "acks=all"],
+                  input="\n".join(lines) + "\n", timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = mesh.exec(CONSUMER_POD, [*java, "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
+                                 BOOTSTRAP, "--topic", TOPIC, "--group", GROUP, "--timeout-ms", "60000",
+                                 "--max-messages", str(len(lines))], timeout=120, check=False)
+    seen = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{run}-java-")]
+    assert sorted(seen) == sorted(lines), f"Java consumer read {seen}; stderr: {r.stderr[-1500:]}"
+    passed.append("Java client (console producer/consumer 4.4.0) wrote and read back through the waypoint")
+
+    after = prometheus_counter(ambient.waypoint, "kafka_identity_authenticated")
+    assert after is not None and after > before, f"kafka_identity_authenticated on the waypoint: {before} -> {after}"
+    passed.append(f"kafka_identity_authenticated on the waypoint (:15020/stats/prometheus): {before} -> {after}")
+    # The identities came over HBONE from the client pods' own tunnels: the filter's log names
+    # the HBONE peer and the real client address.
+    producer_ip = mesh.pods[PRODUCER_POD].ip
+    lines = waypoint_log.wait_for("kafka-identity:", f"identity={PRODUCER}", "outcome=authenticated")
+    assert any(f"source={producer_ip}:" in ln for ln in lines), \
+        f"no waypoint log line for {PRODUCER} from {producer_ip}: {lines[:3]}"
+    tunnels = {n: c.stats().get("cluster.waypoint.upstream_rq_total", 0) for n, c in ambient.clients.items()}
+    assert all(tunnels[n] > tunnels_before[n] for n in tunnels), (tunnels_before, tunnels)
+    passed.append(f"waypoint log: identity={PRODUCER} source={producer_ip} outcome=authenticated; HBONE tunnels "
+                  f"to the waypoint from each client pod: {tunnels}")
+
+
+def test_a_brokers_9092_admits_only_the_waypoint(mesh, ambient):
+    """Around the waypoint: what ztunnel at the brokers would refuse, enforced here by the brokers'
+    sidecars from the same AuthorizationPolicy."""
+    passed = Checks()
+    broker = mesh.brokers[0]
+    sc = mesh.sidecars[broker.pod.name]
+    # Control: the same probe through the waypoint (to the broker's Service) gets Kafka's answer,
+    # so a refusal below is the policy, not the probe.
+    r = mesh.kclient(PRODUCER_POD, "probe", f"{broker.pod.name}.kafka.svc.cluster.local", str(CLIENT_PORT))
+    assert r["answered"], f"the probe through the waypoint got no Kafka answer: {r}"
+    passed.append(f"control: a raw ApiVersions through the waypoint to {broker.pod.name}'s Service is answered")
+
+    # 1. An ambient client addressing the broker pod directly: HBONE straight to the pod's 15008
+    #    with the client's own identity (what ztunnel sends for a pod IP).
+    denied = rbac_denied(sc)
+    hbone = ambient.clients[PRODUCER_POD]
+    tunnels = hbone.stats().get("cluster.pod_hbone.upstream_rq_total", 0)
+    terminated = sc.stats().get("http.connect_terminate.downstream_rq_total", 0)
+    r = mesh.kclient(PRODUCER_POD, "probe", broker.pod.ip, str(CLIENT_PORT))
+    assert not r["answered"], f"HBONE from {PRODUCER} straight to {broker.pod.name}:9092 got a Kafka answer"
+    assert hbone.stats().get("cluster.pod_hbone.upstream_rq_total", 0) > tunnels, \
+        "the probe to the broker's pod IP did not go over an HBONE tunnel to the pod"
+    assert sc.stats().get("http.connect_terminate.downstream_rq_total", 0) > terminated, \
+        f"{broker.pod.name}'s sidecar terminated no HBONE tunnel for the probe"
+    grown = refused_by_rbac(sc, denied, "the broker's RBAC to refuse the direct HBONE connection")
+    passed.append(f"HBONE tunnel from {PRODUCER_POD} ({PRODUCER}) straight to {broker.pod.ip}:15008 for 9092: "
+                  f"terminated by the broker's HBONE listener, refused by its policy ({', '.join(grown)} grew)")
+
+    # 2. A sidecar client (Istio mTLS with its own identity) to the broker pod.
+    denied = rbac_denied(sc)
+    r = mesh.kclient("producer", "probe", broker.pod.ip, str(CLIENT_PORT))
+    assert not r["answered"], f"the sidecar client got a Kafka answer from {broker.pod.name}:9092"
+    grown = refused_by_rbac(sc, denied, "the broker's RBAC to refuse the sidecar client")
+    passed.append(f"sidecar pod producer ({PRODUCER}, Istio mTLS) straight to {broker.pod.ip}:9092 refused by the "
+                  f"broker's policy ({', '.join(grown)} grew)")
+
+    # 3. No mesh at all: plaintext to a STRICT broker.
+    for b in mesh.brokers:
+        r = mesh.kclient("legacy", "probe", b.pod.ip, str(CLIENT_PORT))
+        assert not r["answered"], f"the pod without a sidecar got a Kafka answer from {b.pod.name}:9092"
+    passed.append("the pod outside the mesh gets no Kafka answer from any broker's 9092 (STRICT)")
+    passed.append(f"the policy admits {WAYPOINT_ID} only; the clients' tunnels ran on Envoy {HBONE_CLIENT_ENVOY}")
+
+
+def test_the_clients_certificate_reaches_the_filter_in_the_waypoint(mesh, ambient):
+    """overlays/ambient-waypoint-peer-cert: a set_filter_state in the waypoint's HBONE listener
+    hands the filter the client's whole certificate (for subject-DN rules). The filter requires
+    it once configured and checks it is the tunnel peer's, so: configured without the
+    set_filter_state, every client is refused; with it, clients are authenticated again."""
+    passed = Checks()
+    wp = ambient.waypoint
+    target = f"kafka-0.{KAFKA_NS}.svc.cluster.local"
+
+    def plugin_config_has(text):
+        return lambda: any(text in str(v) for k, v in ecds_filters(wp).items() if OUR_FILTER.search(k))
+
+    refused = prometheus_counter(wp, "kafka_identity_rejected_no_identity") or 0
+    mark = LogMark(wp.proc.log)
+    mesh.kube.kubectl("patch", "wasmplugin", "kafka-identity-waypoint", "-n", KAFKA_NS, "--type=merge", "-p",
+                      '{"spec": {"pluginConfig": {"waypoint": {"peer_certificate_filter_state_key": '
+                      '"kafka_identity.hbone_peer_cert"}}}}', what="the certificate key without its set_filter_state")
+    wait_until("the waypoint's plugin configuration with the certificate key",
+               plugin_config_has("kafka_identity.hbone_peer_cert"), timeout=60)
+    r = mesh.kclient(PRODUCER_POD, "probe", target, str(CLIENT_PORT))
+    assert not r["answered"], f"a client was served although the configured certificate is missing: {r}"
+    lines = mark.wait_for("outcome=rejected_no_identity", "set_filter_state in the waypoint's HBONE listener did not run")
+    assert lines, "the waypoint logged no refusal for the missing certificate"
+    assert (prometheus_counter(wp, "kafka_identity_rejected_no_identity") or 0) > refused
+    passed.append("certificate key configured without its set_filter_state: the client is refused "
+                  "(rejected_no_identity, 'did not run')")
+
+    ambient.apply_overlay("ambient-waypoint-peer-cert")
+    wait_until("the waypoint's HBONE listener with the certificate's set_filter_state",
+               lambda: "kafka_identity.hbone_peer_cert" in wp.admin("config_dump?resource=dynamic_listeners"),
+               timeout=60)
+    wait_until("the waypoint's plugin configuration with subject rules", plugin_config_has("subject"), timeout=60)
+    assert rejected_updates(wp) == {}, f"the waypoint rejected configuration: {rejected_updates(wp)}"
+    mark = LogMark(wp.proc.log)
+    run = f"ambient-cert-{uuid.uuid4().hex[:6]}"
+    sent = mesh.kclient(PRODUCER_POD, "produce", BOOTSTRAP, TOPIC, "--count", "3", "--prefix", run)
+    assert sent["delivered"] == 3, sent
+    got = mesh.kclient(CONSUMER_POD, "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", run,
+                       "--want", "3", "--timeout", "60")
+    assert got["consumed"] == 3, got
+    for principal in (PRODUCER, CONSUMER):
+        assert mark.wait_for(f"principal={principal}", "outcome=authenticated"), \
+            f"no authentication of {principal} with the certificate configured"
+    passed.append("with overlays/ambient-waypoint-peer-cert (set_filter_state in connect_terminate, sources "
+                  "spiffe+subject): the certificate reaches the filter, its SANs match the tunnel peer, producer "
+                  "and consumer are authenticated as their SPIFFE principals")
+
+
+def test_ambient_summary(ambient):
+    print("\n==== ambient summary ====")
+    print(f"- waypoint: Istio {WAYPOINT_ISTIO} (announced) on Envoy {WAYPOINT_ENVOY}; chain "
+          f"{' -> '.join(RECORD['chain'] or [])}")
+    for c in RECORD["checks"]:
+        print(f"    ✔ {c}")
+    print(yaml.safe_dump({"ambient seconds": ambient.timings}))
+    assert RECORD["chain"], "the waypoint pass did not run"
