@@ -41,7 +41,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import time
 
 import yaml
@@ -422,19 +421,19 @@ class Ambient:
                          procs=[m.sidecars[name].proc])
 
     def _restart_brokers(self, ambient):
-        """Rolls the brokers with (or without) the overlay's broker.properties."""
+        """Rolls the brokers, one at a time as in a real cluster (the other two keep the KRaft
+        quorum, so each controlled shut-down is quick), with (or without) the overlay's
+        broker.properties."""
         m = self.mesh
         for b in m.brokers:
             extra = broker_settings(b.pod.name) if ambient else None
             (b.dir / "server.properties").write_text(broker_properties(b.index, b.dir / "data", extra))
-        for b in m.brokers:                   # all at once: three controlled shut-downs in parallel
-            b.proc.signal(signal.SIGTERM)
-        for b in m.brokers:
+            offset = b.log.stat().st_size if b.log.exists() else 0
             b.stop()
-        for b in m.brokers:
             b.start()
-        for b in m.brokers:
-            b.wait_started()
+            wait_for(f"kafka broker {b.index} started again (log {b.log})",
+                     lambda b=b, offset=offset: "Kafka Server started" in _read_from(b.log, offset), 180,
+                     procs=[b.proc])
         wait_for("the brokers' metadata to show all three", m._three_brokers, 120,
                  procs=[b.proc for b in m.brokers])
         # A restart moves partition leadership; the passes expect every broker to lead a
@@ -517,6 +516,12 @@ class Ambient:
             m.kube.kubectl("label", "service", "kafka", "-n", KAFKA_NS, "istio.io/use-waypoint-",
                            what="remove the waypoint label from Service kafka")
         self.overlay_dirs = []
+
+
+def _read_from(path, offset):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
 
 
 def waypoint_chains(waypoint, port=topology.CLIENT_PORT):
