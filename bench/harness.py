@@ -2,7 +2,10 @@
 """Runs the benchmarks of docs/benchmarks.md against a bench stack (bench/run starts it).
 
 Paths: (a) Envoy TLS + tcp_proxy -> PLAINTEXT listener, no filter; (b) Envoy TLS + filter +
-tcp_proxy -> OAUTHBEARER listener; (c) DIRECT listener (SASL_PLAINTEXT, OAUTHBEARER as admin).
+tcp_proxy -> OAUTHBEARER listener (unsecured tokens); (s) the same with the filter signing ES256
+tokens -> SIGNED listener (JWKS validator); (c) DIRECT listener (SASL_PLAINTEXT, OAUTHBEARER as
+admin). Connection churn adds the floor: raw clients straight to the broker, (p) PLAINTEXT,
+(f) MESH and (g) SIGNED doing the SASL exchange themselves.
 Writes one JSON file with every raw sample; bench/report.py turns it into the report.
 """
 
@@ -28,8 +31,21 @@ REPO = Path(__file__).resolve().parent.parent
 SIZES = [100, 1024, 102400]
 # Bytes per producer/consumer run at BENCH_SCALE=1: each run takes a few seconds on 2 cores.
 RUN_BYTES = {100: 10_000_000, 1024: 30_000_000, 102400: 30_000_000}
-PATHS = ["a", "b", "c"]
-ENVOY_CLUSTER = {"a": "kafka_plain", "b": "kafka_mesh"}
+PATHS = ["a", "b", "s", "n", "c"]
+ENVOY_PATHS = ["a", "b", "s"]  # every round of the throughput runs; (n) and (c) in the first ones
+OBSERVED_PATHS = ["a", "b", "s", "n"]  # Envoy's CPU and bytes observed
+TLS_PATHS = ["a", "n", "m", "b", "s"]  # through Envoy (TLS)
+ENVOY_CLUSTER = {"a": "kafka_plain", "b": "kafka_mesh", "s": "kafka_signed", "n": "kafka_null_plain"}
+# Connection churn: Envoy paths (TLS; (n) is Envoy with a Wasm filter that does nothing, to
+# PLAINTEXT, (m) the same to MESH with the client doing SASL itself, pipelined as the filter
+# does) and the floor, raw clients straight to the broker:
+#   p  PLAINTEXT listener, no SASL
+#   f  MESH listener (unsecured validator): SaslHandshake + SaslAuthenticate + ApiVersions in one
+#      write, as the filter sends them; g: the same with a signed token to the SIGNED listener
+#   fq, gq  the same exchanges one request at a time, as Kafka's clients do (reference)
+CHURN_PATHS = ["a", "n", "m", "b", "s", "p", "f", "g", "fq", "gq"]
+CHURN_BLOCKS = 5  # the churn samples are split into this many blocks for the spread of differences
+SETTLE_S = 0.003  # after close: Envoy tears the connection down inside its own CPU window
 PRODUCER_ID = "spiffe://cluster.local/ns/apps/sa/producer"
 CONSUMER_ID = "spiffe://cluster.local/ns/apps/sa/consumer"
 LAT_RATE, LAT_SECONDS, LAT_SIZE = 300, 5, 1024
@@ -59,22 +75,27 @@ class Stack:
         self.admin = env["KAFKA_IDENTITY_ENVOY_ADMIN"]
         self.clients = Path(env["KAFKA_IDENTITY_CLIENT_CONFIGS"])
         self.certs = Path(env["KAFKA_IDENTITY_CERTS"])
+        if not env.get("KAFKA_IDENTITY_BOOTSTRAP_SIGNED"):
+            sys.exit("stack.env has no signed path (KAFKA_IDENTITY_BENCH_SIGNING): start the stack with bench/run")
+        self.signing = Path(env["KAFKA_IDENTITY_BENCH_SIGNING"])
         self.bootstrap = {
             "a": env["KAFKA_IDENTITY_BOOTSTRAP_NOFILTER"],
             "b": env["KAFKA_IDENTITY_BOOTSTRAP"],
+            "s": env["KAFKA_IDENTITY_BOOTSTRAP_SIGNED"],
             "c": env["KAFKA_IDENTITY_BROKER"],
+            "n": env.get("KAFKA_IDENTITY_BOOTSTRAP_NULL", ""),
+            "m": env.get("KAFKA_IDENTITY_BOOTSTRAP_NULL_SASL", ""),
+            # straight to the broker, for the floor
+            "p": env["KAFKA_IDENTITY_PLAINTEXT_LISTENER"],
+            "f": env["KAFKA_IDENTITY_MESH_LISTENER"],
+            "g": env["KAFKA_IDENTITY_SIGNED_LISTENER"],
         }
+        self.bootstrap["fq"], self.bootstrap["gq"] = self.bootstrap["f"], self.bootstrap["g"]
         admin_cfg = env["KAFKA_IDENTITY_ADMIN_CONFIG"]
-        self.producer_cfg = {
-            "a": str(self.clients / "apps.producer.ssl.properties"),
-            "b": str(self.clients / "apps.producer.ssl.properties"),
-            "c": admin_cfg,
-        }
-        self.consumer_cfg = {
-            "a": str(self.clients / "apps.consumer.ssl.properties"),
-            "b": str(self.clients / "apps.consumer.ssl.properties"),
-            "c": admin_cfg,
-        }
+        self.producer_cfg = {p: str(self.clients / "apps.producer.ssl.properties") for p in OBSERVED_PATHS}
+        self.producer_cfg["c"] = admin_cfg
+        self.consumer_cfg = {p: str(self.clients / "apps.consumer.ssl.properties") for p in OBSERVED_PATHS}
+        self.consumer_cfg["c"] = admin_cfg
 
     # ---- Envoy observations ------------------------------------------------------
     def stats(self, regex: str) -> dict[str, int]:
@@ -238,7 +259,8 @@ def run_perf(stack: Stack, pairs: int, scale: float, results: dict, save, ref_ro
              deadline: float) -> None:
     counts = {s: max(1000, int(RUN_BYTES[s] * scale / s)) for s in SIZES}
     lat_n = max(500, int(LAT_RATE * LAT_SECONDS * min(1.0, scale * 2)))
-    results["perf_config"] = {"records_per_run": counts, "pairs": pairs, "ref_rounds": ref_rounds, "latency_run": {
+    results["perf_config"] = {"records_per_run": counts, "pairs": pairs, "ref_rounds": ref_rounds, "paths": PATHS,
+                              "latency_run": {
         "record_size": LAT_SIZE, "records_s": LAT_RATE, "records": lat_n, "props": "acks=all linger.ms=0"}}
     prod, cons, lat = results.setdefault("produce", []), results.setdefault("consume", []), results.setdefault("latency", [])
     for r in range(pairs):
@@ -246,7 +268,7 @@ def run_perf(stack: Stack, pairs: int, scale: float, results: dict, save, ref_ro
             log(f"time budget used up: stopping after {r} rounds (BENCH_BUDGET_S)")
             results["perf_config"]["truncated_after_rounds"] = r
             break
-        paths = PATHS if r < ref_rounds else ["a", "b"]
+        paths = PATHS if r < ref_rounds else ENVOY_PATHS
         for s in SIZES:
             for p in paths:
                 res = observed(stack, p, lambda: producer_perf(stack, p, f"bench-{s}", s, counts[s]))
@@ -273,35 +295,68 @@ class RawPaths:
         self.stack = stack
         self.ctx = kafka_raw.tls_context(stack.env["KAFKA_IDENTITY_CA"], str(stack.certs / "apps.producer.crt"),
                                          str(stack.certs / "apps.producer.key"))
+        # The floor's clients present the producer's principal, like the filter does; each token
+        # is made once (the broker still validates it on every connection).
+        self.tokens = {"f": kafka_raw.unsecured_jwt(PRODUCER_ID), "g": signed_token(stack)}
+        self.tokens["fq"], self.tokens["gq"], self.tokens["m"] = self.tokens["f"], self.tokens["g"], self.tokens["f"]
 
     def addr(self, path: str) -> tuple[str, int]:
         host, port = self.stack.bootstrap[path].rsplit(":", 1)
         return host, int(port)
 
     def open(self, path: str) -> kafka_raw.Conn:
-        """Connected and ready for requests: TLS for (a)/(b), TCP + ApiVersions + SASL for (c)."""
+        """Connected and ready for requests other than ApiVersions: TLS for the Envoy paths,
+        TCP + ApiVersions + SASL for (c) and the floor paths, TCP + ApiVersions for (p)."""
         host, port = self.addr(path)
         if path == "c":
             conn = kafka_raw.connect(host, port, None)
             conn.api_versions()
             conn.sasl_oauthbearer("admin")
             return conn
-        return kafka_raw.connect(host, port, self.ctx)
+        if path == "m":
+            conn = kafka_raw.connect(host, port, self.ctx)
+            conn.sasl_pipelined_api_versions(self.tokens[path])
+            return conn
+        if path in TLS_PATHS:
+            return kafka_raw.connect(host, port, self.ctx)
+        conn = kafka_raw.connect(host, port, None)
+        if path in ("f", "g"):
+            conn.sasl_pipelined_api_versions(self.tokens[path])
+        elif path in ("fq", "gq"):
+            conn.api_versions()
+            conn.sasl_oauthbearer(PRODUCER_ID, self.tokens[path])
+        else:
+            conn.api_versions()
+        return conn
 
 
-def run_churn(stack: Stack, n: int, results: dict) -> None:
+def signed_token(stack: Stack) -> str:
+    """A token for the producer signed with the bench key, by the filter's own code (the CLI)."""
+    cli = REPO / "target/release/kafka-identity"
+    p = subprocess.run([str(cli), "token", "--cert", str(stack.certs / "apps.producer.crt"),
+                        "--config", str(stack.signing / "filter-config.json")],
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                            "KAFKA_IDENTITY_BENCH_SIGNING_KEY": (stack.signing / "key.pem").read_text()},
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"kafka-identity token failed ({p.returncode}): {p.stderr}")
+    return p.stdout.strip()
+
+
+def run_churn(stack: Stack, n: int, results: dict, paths: list[str] | None = None) -> None:
+    paths = paths or CHURN_PATHS
     raw = RawPaths(stack)
     batch = kafka_raw.record_batch(b"x" * 100, int(time.time() * 1000))
-    samples = {p: [] for p in PATHS}
-    tls = {p: [] for p in PATHS}
-    cpu = {p: 0.0 for p in PATHS}
+    samples = {p: [] for p in paths}
+    tls = {p: [] for p in paths}
+    cpu = {p: [] for p in paths}
 
     def one(p: str) -> tuple[float, float]:
         t0 = time.perf_counter()
         conn = raw.open(p)
         t1 = time.perf_counter()
-        if p != "c":
-            conn.api_versions()  # (c) sent ApiVersions before its SASL exchange, like the Java client
+        if p in TLS_PATHS and p != "m":
+            conn.api_versions()  # the others sent ApiVersions while opening (with or before SASL)
         conn.metadata("bench-churn")
         conn.produce("bench-churn", 0, batch)
         t2 = time.perf_counter()
@@ -309,21 +364,23 @@ def run_churn(stack: Stack, n: int, results: dict) -> None:
         return t1 - t0, t2 - t0
 
     for _ in range(20):  # warm-up, not recorded
-        for p in PATHS:
+        for p in paths:
             one(p)
-    for _ in range(n):
-        for p in PATHS:
+    for i in range(n):
+        # Rotate the order so that no path always follows the same one.
+        k = i % len(paths)
+        for p in paths[k:] + paths[:k]:
             c0 = stack.cpu_seconds()
             t_tls, t_ack = one(p)
-            cpu[p] += stack.cpu_seconds() - c0
+            time.sleep(SETTLE_S)
+            cpu[p].append((stack.cpu_seconds() - c0) * 1000)
             tls[p].append(t_tls * 1000)
             samples[p].append(t_ack * 1000)
-    results["churn"] = {"connections_per_path": n, "setup_ms": samples, "connect_ms": tls,
-                        "envoy_cpu_s": {p: cpu[p] for p in "ab"}}
-    for p in PATHS:
-        log(f"churn ({p}): median {statistics.median(samples[p]):.2f} ms, "
-            f"p99 {pct(samples[p], 99):.2f} ms (connect{'+TLS' if p != 'c' else '+SASL'} median "
-            f"{statistics.median(tls[p]):.2f} ms)")
+    results["churn"] = {"connections_per_path": n, "blocks": CHURN_BLOCKS, "paths": paths, "setup_ms": samples,
+                        "connect_ms": tls, "envoy_cpu_ms": cpu, "settle_ms": SETTLE_S * 1000}
+    for p in paths:
+        log(f"churn ({p}): median {statistics.median(samples[p]):.2f} ms, p99 {pct(samples[p], 99):.2f} ms, "
+            f"Envoy CPU {statistics.mean(cpu[p]):.3f} ms/conn (open median {statistics.median(tls[p]):.2f} ms)")
 
 
 def run_memory(stack: Stack, n: int, reps: int, results: dict) -> None:
@@ -373,6 +430,34 @@ def pct(xs: list[float], q: float) -> float:
     return ys[lo] + (ys[hi] - ys[lo]) * (k - lo)
 
 
+def wasm_sections(wasm: Path) -> dict[str, int]:
+    """Sizes of the .wasm's sections (a small reader of the binary format, no tools needed)."""
+    path = wasm if wasm.is_absolute() else REPO / wasm
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    names = {0: "custom", 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory", 6: "global",
+             7: "export", 8: "start", 9: "element", 10: "code", 11: "data", 12: "datacount"}
+    out: dict[str, int] = {}
+    pos = 8
+    while pos < len(data):
+        sid = data[pos]
+        pos += 1
+        size = shift = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            size |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        key = names.get(sid, f"id{sid}")
+        out[key] = out.get(key, 0) + size
+        pos += size
+    return out
+
+
 # ---- the machine and versions ----------------------------------------------------------
 def sh(cmd: list[str]) -> str:
     try:
@@ -403,6 +488,7 @@ def environment(stack: Stack) -> dict:
         "wasm_sha256": hashlib.sha256(wasm.read_bytes()).hexdigest() if wasm.is_file() else None,
         "filter_config": Path(env["KAFKA_IDENTITY_FILTER_CONFIG_LOADED"]).read_text().strip()
         if env.get("KAFKA_IDENTITY_FILTER_CONFIG_LOADED") else None,
+        "signed_filter_config": (stack.signing / "filter-config.json").read_text().strip(),
         "git": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
         "git_dirty": bool(sh(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -414,14 +500,15 @@ def main() -> None:
     ap.add_argument("--stack-env", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--only", default="perf,churn,memory", help="comma list of perf,churn,memory")
+    ap.add_argument("--churn-paths", default=",".join(CHURN_PATHS), help="comma list of churn paths")
     a = ap.parse_args()
-    pairs = int(os.environ.get("BENCH_PAIRS", "5"))
+    pairs = int(os.environ.get("BENCH_PAIRS", "4"))
     scale = float(os.environ.get("BENCH_SCALE", "1.0"))
     churn_n = int(os.environ.get("BENCH_CHURN", "300"))
     conns = int(os.environ.get("BENCH_CONNS", "1000"))
     mem_reps = int(os.environ.get("BENCH_MEM_REPS", "2"))
-    ref_rounds = int(os.environ.get("BENCH_REF_ROUNDS", "2"))  # rounds that also run (c)
-    budget = float(os.environ.get("BENCH_BUDGET_S", "660"))  # no new perf round after this
+    ref_rounds = int(os.environ.get("BENCH_REF_ROUNDS", "1"))  # rounds that also run (c)
+    budget = float(os.environ.get("BENCH_BUDGET_S", "840"))  # no new perf round after this
     only = set(a.only.split(","))
 
     stack = Stack(load_env(a.stack_env))
@@ -445,11 +532,12 @@ def main() -> None:
         run_memory(stack, conns, mem_reps, results)
         save()
     if "churn" in only:
-        run_churn(stack, churn_n, results)
+        run_churn(stack, churn_n, results, a.churn_paths.split(","))
         save()
     if "perf" in only:
         run_perf(stack, pairs, scale, results, save, ref_rounds, t0 + budget)
     results["filter_counters"] = stack.stats(r"^wasmcustom\.kafka_identity\.")
+    results["wasm_sections"] = wasm_sections(Path(results["environment"]["wasm_path"]))
     save()
     log(f"done in {time.time() - t0:.0f} s, machine CPU busy {results['machine_cpu_busy'] * 100:.0f}% "
         f"(all processes), load {results['loadavg_start']} -> {results['loadavg_end']}")

@@ -102,6 +102,19 @@ def unsecured_jwt(sub: str, lifetime_s: int = 3600) -> str:
     return f"{b64({'alg': 'none'})}.{b64({'sub': sub, 'iat': now, 'exp': now + lifetime_s})}."
 
 
+def client_first(token: str) -> bytes:
+    """RFC 7628 client-first message."""
+    return f"n,,\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def _check_authenticate(resp: bytes) -> None:
+    (err,) = struct.unpack_from(">h", resp, 0)
+    if err:
+        (n,) = struct.unpack_from(">h", resp, 2)
+        msg = resp[4:4 + n].decode(errors="replace") if n > 0 else ""
+        raise KafkaError(f"SaslAuthenticate error {err}: {msg}")
+
+
 class Conn:
     """One Kafka connection (plain TCP or TLS), requests sent and answered one at a time."""
 
@@ -152,16 +165,41 @@ class Conn:
         if err:
             raise KafkaError(f"Produce error {err}")
 
-    def sasl_oauthbearer(self, sub: str) -> None:
+    def sasl_oauthbearer(self, sub: str, token: str | None = None) -> None:
+        """SaslHandshake, then SaslAuthenticate, each waiting for its answer (as a client does)."""
         resp = self.request(API_SASL_HANDSHAKE, 1, _str(b"OAUTHBEARER"))
         (err,) = struct.unpack_from(">h", resp, 0)
         if err:
             raise KafkaError(f"SaslHandshake error {err}")
-        token = f"n,,\x01auth=Bearer {unsecured_jwt(sub)}\x01\x01".encode()
-        resp = self.request(API_SASL_AUTHENTICATE, 1, _bytes(token))
-        (err,) = struct.unpack_from(">h", resp, 0)
+        resp = self.request(API_SASL_AUTHENTICATE, 1, _bytes(client_first(token or unsecured_jwt(sub))))
+        _check_authenticate(resp)
+
+    def sasl_pipelined_api_versions(self, token: str) -> None:
+        """SaslHandshake + SaslAuthenticate + ApiVersions in one write, then their three answers:
+        what the filter does on a client's first request, done by the client itself."""
+        frames = b""
+        for api_key, version, body in [
+            (API_SASL_HANDSHAKE, 1, _str(b"OAUTHBEARER")),
+            (API_SASL_AUTHENTICATE, 1, _bytes(client_first(token))),
+            (API_API_VERSIONS, 2, b""),
+        ]:
+            self.corr += 1
+            payload = struct.pack(">hhi", api_key, version, self.corr) + _str(CLIENT_ID) + body
+            frames += struct.pack(">i", len(payload)) + payload
+        self.sock.sendall(frames)
+        first = self.corr - 2
+        answers = [self._frame() for _ in range(3)]
+        for i, resp in enumerate(answers):
+            (corr,) = struct.unpack_from(">i", resp, 0)
+            if corr != first + i:
+                raise KafkaError(f"correlation id {corr}, expected {first + i}")
+        (err,) = struct.unpack_from(">h", answers[0], 4)
         if err:
-            raise KafkaError(f"SaslAuthenticate error {err}")
+            raise KafkaError(f"SaslHandshake error {err}")
+        _check_authenticate(answers[1][4:])
+        (err,) = struct.unpack_from(">h", answers[2], 4)
+        if err:
+            raise KafkaError(f"ApiVersions error {err}")
 
     def close(self) -> None:
         try:

@@ -4,40 +4,25 @@ use kafka_identity_core::{IdentityConfig, PeerIdentity, PrincipalMapper};
 use serde::Serialize;
 use std::process::ExitCode;
 
-pub const USAGE: &str =
-    "usage: kafka-identity explain --cert FILE.pem [--config FILE.json] [--json]
-
-Prints the identity fields of a client certificate (PEM or DER) and the Kafka principal
-the filter derives from it. --config takes the filter's \"identity\" object (or a whole
-filter config with an \"identity\" key); without it the defaults apply.
-
-Exit status: 0 a principal results, 2 no principal, 1 usage or file error.";
-
-struct Args {
+/// The identity fields of a client certificate and the principal the filter derives.
+///
+/// --config takes the filter's "identity" object (or a whole filter configuration with an
+/// "identity" key); without it the defaults apply.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Exit status: 0 a principal results, 2 no principal (the reason is \
+printed), 1 usage or file error."
+)]
+pub struct Args {
+    /// Client certificate, PEM or DER.
+    #[arg(long, value_name = "FILE.pem")]
     cert: String,
+    /// Filter configuration (JSON) or its "identity" object.
+    #[arg(long, value_name = "FILE.json")]
     config: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
     json: bool,
-}
-
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut iter = args.iter();
-    let mut cert = None;
-    let mut config = None;
-    let mut json = false;
-    while let Some(arg) = iter.next() {
-        match arg.as_str() {
-            "--cert" => cert = Some(iter.next().ok_or("--cert needs a file")?.clone()),
-            "--config" => config = Some(iter.next().ok_or("--config needs a file")?.clone()),
-            "--json" => json = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Args {
-        cert: cert.ok_or("--cert is required")?,
-        config,
-        json,
-    })
 }
 
 pub fn load_mapper(path: Option<&str>) -> Result<PrincipalMapper, String> {
@@ -151,18 +136,8 @@ fn human(
         .collect()
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let args = match parse_args(args) {
-        Ok(args) => args,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("kafka-identity: {message}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(1);
-        }
-    };
-    match run(&args) {
+pub fn run_command(args: &Args) -> ExitCode {
+    match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
         Err(message) => {

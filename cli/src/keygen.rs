@@ -7,59 +7,53 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-pub const USAGE: &str = "usage: kafka-identity keygen --key-id ID [--algorithm ES256|RS256] \
---key-out KEY.pem --jwks-out JWKS.json [--append]
-
-Writes a new private key (PKCS#8 PEM, mode 0600) for the filter's signing.private_key_pem or
-private_key_env, and a JWKS with its public key for the broker's
-sasl.oauthbearer.jwks.endpoint.url. --append adds the key to an existing JWKS (key rotation:
-the broker accepts both keys while the filter moves to the new one).
-
-Exit status: 0 written, 1 usage or file error.";
-
-struct Args {
+/// A signing key for the filter and the JWKS the broker validates tokens with.
+///
+/// Writes a new private key (PKCS#8 PEM, mode 0600) for the filter's signing.private_key_pem or
+/// private_key_env, and a JWKS with its public key for the broker's
+/// sasl.oauthbearer.jwks.endpoint.url. --append adds the key to an existing JWKS (key rotation:
+/// the broker accepts both keys while the filter moves to the new one).
+#[derive(clap::Args)]
+#[command(after_help = "Exit status: 0 written, 1 usage or file error.")]
+pub struct Args {
+    /// Key id (the JWT header's "kid").
+    #[arg(long, value_name = "ID")]
     key_id: String,
-    algorithm: String,
+    #[arg(long, value_enum, default_value_t = Algorithm::ES256)]
+    algorithm: Algorithm,
+    /// Where to write the private key.
+    #[arg(long, value_name = "KEY.pem")]
     key_out: String,
+    /// Where to write the JWKS.
+    #[arg(long, value_name = "JWKS.json")]
     jwks_out: String,
+    /// Add the key to an existing JWKS instead of replacing it.
+    #[arg(long)]
     append: bool,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut iter = args.iter();
-    let (mut key_id, mut key_out, mut jwks_out) = (None, None, None);
-    let mut algorithm = "ES256".to_owned();
-    let mut append = false;
-    while let Some(arg) = iter.next() {
-        let mut value = |name: &str| iter.next().cloned().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--key-id" => key_id = Some(value("--key-id")?),
-            "--algorithm" => algorithm = value("--algorithm")?,
-            "--key-out" => key_out = Some(value("--key-out")?),
-            "--jwks-out" => jwks_out = Some(value("--jwks-out")?),
-            "--append" => append = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[allow(clippy::upper_case_acronyms)]
+enum Algorithm {
+    #[value(name = "ES256")]
+    ES256,
+    #[value(name = "RS256")]
+    RS256,
+}
+
+impl Algorithm {
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::ES256 => "ES256",
+            Algorithm::RS256 => "RS256",
         }
     }
-    if !matches!(algorithm.as_str(), "ES256" | "RS256") {
-        return Err(format!(
-            "--algorithm must be ES256 or RS256, got {algorithm:?}"
-        ));
-    }
-    Ok(Args {
-        key_id: key_id.ok_or("--key-id is required")?,
-        algorithm,
-        key_out: key_out.ok_or("--key-out is required")?,
-        jwks_out: jwks_out.ok_or("--jwks-out is required")?,
-        append,
-    })
 }
 
 /// A new key as (PKCS#8 PEM, public JWK).
-fn generate(algorithm: &str, key_id: &str) -> Result<(String, Value), String> {
+fn generate(algorithm: Algorithm, key_id: &str) -> Result<(String, Value), String> {
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    if algorithm == "RS256" {
+    if algorithm == Algorithm::RS256 {
         use rsa::pkcs8::EncodePrivateKey;
         use rsa::traits::PublicKeyParts;
         let key =
@@ -122,7 +116,7 @@ fn run(args: &Args) -> Result<(), String> {
             ));
         }
     }
-    let (pem, jwk) = generate(&args.algorithm, &args.key_id)?;
+    let (pem, jwk) = generate(args.algorithm, &args.key_id)?;
     keys.push(jwk);
     write_key(&args.key_out, &pem)?;
     let jwks = serde_json::to_string_pretty(&json!({ "keys": keys })).map_err(|e| e.to_string())?;
@@ -130,7 +124,7 @@ fn run(args: &Args) -> Result<(), String> {
     println!(
         "wrote {} ({} private key, kid {:?}) and {} ({} key(s))",
         args.key_out,
-        args.algorithm,
+        args.algorithm.name(),
         args.key_id,
         args.jwks_out,
         keys.len()
@@ -138,14 +132,11 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    match parse_args(args).and_then(|a| run(&a).map(|()| a)) {
-        Ok(_) => ExitCode::SUCCESS,
+pub fn run_command(args: &Args) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            if !message.is_empty() {
-                eprintln!("kafka-identity keygen: {message}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("kafka-identity keygen: {message}");
             ExitCode::from(1)
         }
     }

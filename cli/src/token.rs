@@ -6,46 +6,42 @@ use kafka_identity_filter::config;
 
 use crate::explain::load_peer;
 
-pub const USAGE: &str =
-    "usage: kafka-identity token --cert FILE.pem --config FILE.json [--now UNIX_SECONDS]
+/// The OAUTHBEARER token the filter would send for a certificate (for debugging).
+///
+/// Unsecured or signed, as the filter configuration says; signing.private_key_env is read from
+/// this process's environment. Paste the token into a JWT decoder, or check it against the
+/// broker's JWKS.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Exit status: 0 printed, 2 no principal for the certificate, 1 usage, \
+file or configuration error."
+)]
+pub struct Args {
+    /// Client certificate, PEM or DER.
+    #[arg(long, value_name = "FILE.pem")]
+    cert: String,
+    /// Filter configuration (JSON), as the filter receives it.
+    #[arg(long, value_name = "FILE.json")]
+    config: String,
+    /// Issue time instead of the clock (seconds since the epoch).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    now: Option<u64>,
+}
 
-Prints the OAUTHBEARER token the filter would present for this client certificate with
-this filter configuration (unsecured or signed; signing.private_key_env is read from this
-process's environment). For debugging: paste it into a JWT decoder, or check it against
-the broker's JWKS.
-
-Exit status: 0 printed, 2 no principal for the certificate, 1 usage, file or config error.";
-
-pub fn main(args: &[String]) -> ExitCode {
-    let mut iter = args.iter();
-    let (mut cert, mut config_path, mut now) = (None, None, None);
-    while let Some(arg) = iter.next() {
-        match (arg.as_str(), iter.next()) {
-            ("--cert", Some(v)) => cert = Some(v.clone()),
-            ("--config", Some(v)) => config_path = Some(v.clone()),
-            ("--now", Some(v)) => now = v.parse::<u64>().ok().or(Some(u64::MAX)),
-            _ => return usage(&format!("bad argument {arg:?}")),
-        }
-    }
-    let (Some(cert), Some(config_path)) = (cert, config_path) else {
-        return usage("--cert and --config are required");
-    };
-    if now == Some(u64::MAX) {
-        return usage("--now must be seconds since the epoch");
-    }
+pub fn run_command(args: &Args) -> ExitCode {
     let fail = |message: String| {
         eprintln!("kafka-identity token: {message}");
         ExitCode::from(1)
     };
-    let text = match std::fs::read(&config_path) {
+    let text = match std::fs::read(&args.config) {
         Ok(text) => text,
-        Err(e) => return fail(format!("{config_path}: {e}")),
+        Err(e) => return fail(format!("{}: {e}", args.config)),
     };
     let config = match config::parse_with_env(&text, &|name| std::env::var(name).ok()) {
         Ok(config) => config,
-        Err(e) => return fail(format!("{config_path}: {e}")),
+        Err(e) => return fail(format!("{}: {e}", args.config)),
     };
-    let peer = match load_peer(&cert) {
+    let peer = match load_peer(&args.cert) {
         Ok(peer) => peer,
         Err(e) => return fail(e),
     };
@@ -56,7 +52,7 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let now = now.unwrap_or_else(|| {
+    let now = args.now.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -73,9 +69,4 @@ pub fn main(args: &[String]) -> ExitCode {
         }
         Err(e) => fail(e.to_string()),
     }
-}
-
-fn usage(message: &str) -> ExitCode {
-    eprintln!("kafka-identity token: {message}\n{USAGE}");
-    ExitCode::from(1)
 }

@@ -16,14 +16,14 @@ TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy
 TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 
 
-def wasm_filter_config(wasm, filter_config, vm_env):
+def wasm_filter_config(wasm, filter_config, vm_env, vm_id="kafka_identity"):
     """The Wasm filter's typed_config. VM environment variables are named, never valued:
     `host_env_keys` copies them from Envoy's own environment, so a signing key stays out of
     the configuration (and of /config_dump), and the VM's configuration stays the same
     when the filter's configuration changes."""
     with open(filter_config) as f:
         config = json.load(f)
-    vm = {"vm_id": "kafka_identity", "runtime": "envoy.wasm.runtime.v8",
+    vm = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
           "code": {"local": {"filename": wasm}}}
     if vm_env:
         vm["environment_variables"] = {"host_env_keys": list(vm_env)}
@@ -102,6 +102,27 @@ def ext_authz():
     }
 
 
+def bench_listener(args, name, port, filters, cluster):
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": args.host, "port_value": port}},
+        "filter_chains": [{"transport_socket": tls_socket(args.certs, args.ca),
+                           "filters": filters + [tcp_proxy(name, cluster)]}],
+    }
+
+
+def null_filter(args):
+    return {"name": "envoy.filters.network.wasm", "typed_config": {
+        "@type": WASM_TYPE,
+        "config": {
+            "name": "null_filter", "root_id": "null_filter",
+            "vm_config": {"vm_id": "kafka_identity_null", "runtime": "envoy.wasm.runtime.v8",
+                          "code": {"local": {"filename": args.null_wasm}}},
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": str(args.null_calls)},
+        }}}
+
+
 def bootstrap(args):
     major_minor = ".".join(args.version.split(".")[:2])
     filters = []
@@ -143,6 +164,23 @@ def bootstrap(args):
                                "filters": [tcp_proxy("kafka_inbound_plain", "kafka_plain")]}],
         })
         clusters.append(static_cluster("kafka_plain", args.host, args.plaintext_port))
+    if args.bench_signed_port:
+        # Signed mode for the benchmark: the filter in its own VM, signing with a key from
+        # Envoy's environment, to the broker's SIGNED listener (JWKS validator).
+        signed = {"name": "envoy.filters.network.wasm",
+                  "typed_config": wasm_filter_config(args.signed_wasm, args.signed_filter_config,
+                                                     args.signed_vm_env, "kafka_identity_signed")}
+        listeners.append(bench_listener(args, "kafka_inbound_signed", args.bench_signed_port,
+                                        [signed], "kafka_signed"))
+        clusters.append(static_cluster("kafka_signed", args.host, args.signed_port))
+    if args.bench_null_port:
+        # A Wasm filter that does nothing (bench/null-filter): to a PLAINTEXT listener of its
+        # own, and on the next port to MESH (the client does SASL): what any Wasm network
+        # filter costs.
+        clusters.append(static_cluster("kafka_null_plain", args.host, args.null_plaintext_port))
+        for name, port, cluster in [("kafka_inbound_null", args.bench_null_port, "kafka_null_plain"),
+                                    ("kafka_inbound_null_sasl", args.bench_null_port + 1, "kafka_mesh")]:
+            listeners.append(bench_listener(args, name, port, [null_filter(args)], cluster))
     if args.ext_authz != "none":
         clusters.append(static_cluster("ext_authz", args.host, args.ext_authz_port, http2=True))
     config = {
@@ -195,6 +233,15 @@ def main(argv):
     b.add_argument("--peer-cert-filter-state", choices=["auto", "0", "1"], default="auto")
     b.add_argument("--bench-plain-port", type=int)
     b.add_argument("--plaintext-port", type=int)
+    b.add_argument("--bench-signed-port", type=int, help="bench: Envoy listener whose filter signs")
+    b.add_argument("--signed-port", type=int, help="bench: the broker's SIGNED listener")
+    b.add_argument("--signed-wasm")
+    b.add_argument("--signed-filter-config")
+    b.add_argument("--signed-vm-env", action="append", default=[], metavar="NAME")
+    b.add_argument("--bench-null-port", type=int, help="bench: listeners with a Wasm filter that does nothing")
+    b.add_argument("--null-wasm")
+    b.add_argument("--null-plaintext-port", type=int, help="bench: the broker's PLAINTEXT listener advertised as (n)")
+    b.add_argument("--null-calls", type=int, default=0)
     b.add_argument("--ext-authz", choices=["none", "before", "after"], default="none",
                    help="an ext_authz network filter before or after kafka_identity")
     b.add_argument("--ext-authz-port", type=int)
@@ -211,6 +258,11 @@ def main(argv):
             parser.error("--filter ecds needs --ecds-file")
         if args.bench_plain_port and not args.plaintext_port:
             parser.error("--bench-plain-port needs --plaintext-port")
+        if args.bench_signed_port and not (args.signed_port and args.signed_wasm and args.signed_filter_config
+                                           and args.bench_plain_port):
+            parser.error("--bench-signed-port needs --signed-port, --signed-wasm, --signed-filter-config")
+        if args.bench_null_port and not (args.null_wasm and args.bench_plain_port and args.null_plaintext_port):
+            parser.error("--bench-null-port needs --null-wasm, --null-plaintext-port and --bench-plain-port")
         if args.ext_authz != "none" and not args.ext_authz_port:
             parser.error("--ext-authz needs --ext-authz-port")
         text = bootstrap(args)

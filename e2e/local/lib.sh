@@ -17,12 +17,34 @@ KI_ENVOY_PLAIN_PORT="${KAFKA_IDENTITY_ENVOY_PLAIN_PORT:-19444}"   # Envoy TLS ->
 # KAFKA_IDENTITY_BENCH=1 (bench/): adds the broker PLAINTEXT listener and a second Envoy listener
 # (TLS + tcp_proxy, never the wasm filter) that it is advertised as.
 KI_BENCH="${KAFKA_IDENTITY_BENCH:-0}"
+# With KAFKA_IDENTITY_BENCH=1 and KAFKA_IDENTITY_BENCH_SIGNING=DIR (key.pem, jwks.json,
+# filter-config.json; bench/run makes them): a broker SIGNED listener that checks tokens against
+# the JWKS, behind a third Envoy listener whose filter signs (ES256), for the signed-mode benchmark.
+KI_BENCH_SIGNING="${KAFKA_IDENTITY_BENCH_SIGNING:-}"
+KI_SIGNED_PORT="${KAFKA_IDENTITY_SIGNED_PORT:-19096}"
+KI_ENVOY_SIGNED_PORT="${KAFKA_IDENTITY_ENVOY_SIGNED_PORT:-19445}"
+# With KAFKA_IDENTITY_BENCH=1 and KAFKA_IDENTITY_BENCH_NULL_WASM=FILE: two more Envoy listeners,
+# TLS + that Wasm filter (one that does nothing) + tcp_proxy, to PLAINTEXT (port
+# KAFKA_IDENTITY_ENVOY_NULL_PORT) and to MESH (the next port; the client does SASL itself):
+# what any Wasm network filter costs per connection, with and without the broker's SASL.
+# KAFKA_IDENTITY_BENCH_NULL_CALLS=N makes it do N host calls and N property reads per
+# connection (calibration).
+KI_BENCH_NULL_WASM="${KAFKA_IDENTITY_BENCH_NULL_WASM:-}"
+KI_ENVOY_NULL_PORT="${KAFKA_IDENTITY_ENVOY_NULL_PORT:-19446}"
+# The broker's PLAINTEXT listener advertised as the (n) listener, so that clients that
+# bootstrap through (n) stay on it (the other PLAINTEXT listener is advertised as (a)).
+KI_NULL_PLAINTEXT_PORT="${KAFKA_IDENTITY_NULL_PLAINTEXT_PORT:-19097}"
 KI_ENVOY_PORT="${KAFKA_IDENTITY_ENVOY_PORT:-19443}"
 KI_ENVOY_ADMIN_PORT="${KAFKA_IDENTITY_ENVOY_ADMIN_PORT:-19901}"
 
-KI_KAFKA_VERSION=4.4.0
-KI_KAFKA_LIBS="${KI_TOOLS}/kafka/libs"
-KI_KAFKA_CP="${KI_KAFKA_LIBS}/*"
+# KAFKA_IDENTITY_KAFKA_VERSION picks .tools/kafka/<v>/libs (scripts/install-deps --kafka-versions).
+KI_KAFKA_VERSION="${KAFKA_IDENTITY_KAFKA_VERSION:-4.4.0}"
+ki_kafka_settings() { # derives the paths from KI_KAFKA_VERSION (again after ki_load_stack_ports)
+  KI_KAFKA_MAJOR="${KI_KAFKA_VERSION%%.*}"
+  KI_KAFKA_LIBS="${KI_TOOLS}/kafka/${KI_KAFKA_VERSION}/libs"
+  KI_KAFKA_CP="${KI_KAFKA_LIBS}/*"
+}
+ki_kafka_settings
 KI_KAFKA_DIR="${KI_STATE}/kafka"
 KI_KAFKA_PID="${KI_STATE}/kafka.pid"
 KI_KAFKA_HEAP="${KAFKA_IDENTITY_KAFKA_HEAP:--Xmx512m -Xms256m}"
@@ -48,8 +70,10 @@ ki_require_python() {
 ki_require_tools() {
   ki_require_python
   command -v java >/dev/null 2>&1 || ki_die "java not found (Kafka ${KI_KAFKA_VERSION} needs Java 17+)"
+  [[ "${KI_KAFKA_VERSION}" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] \
+    || ki_die "KAFKA_IDENTITY_KAFKA_VERSION=${KI_KAFKA_VERSION} is not a Kafka version (e.g. 3.9.2)"
   compgen -G "${KI_KAFKA_LIBS}/kafka_2.13-${KI_KAFKA_VERSION}.jar" >/dev/null \
-    || ki_die "Kafka jars missing in ${KI_KAFKA_LIBS}: run scripts/install-deps first"
+    || ki_die "Kafka ${KI_KAFKA_VERSION} jars missing in ${KI_KAFKA_LIBS}: run scripts/install-deps --kafka-versions \"${KI_KAFKA_VERSION}\""
 }
 
 # ---- environment for Envoy (read at every (re)start) -------------------------
@@ -166,12 +190,38 @@ ki_check_ports() { # name=port ...
 }
 
 # ---- Kafka tools ---------------------------------------------------------------
-# ki_kafka_tool MAINCLASS ARGS...: runs one of Kafka's tools with the installed classpath,
-# logging to stderr at WARN.
+# ki_kafka_class TOOL: the main class of one of Kafka's tools in KI_KAFKA_VERSION. Kafka 4.0
+# moved AclCommand and ConsoleProducer from Scala (kafka.*) to org.apache.kafka.tools.
+ki_kafka_class() {
+  case "$1:${KI_KAFKA_MAJOR}" in
+    StorageTool:*) echo kafka.tools.StorageTool ;;
+    AclCommand:3) echo kafka.admin.AclCommand ;;
+    AclCommand:*) echo org.apache.kafka.tools.AclCommand ;;
+    ConsoleProducer:3) echo kafka.tools.ConsoleProducer ;;
+    ConsoleProducer:*) echo org.apache.kafka.tools.ConsoleProducer ;;
+    ConsoleConsumer:*) echo org.apache.kafka.tools.consumer.ConsoleConsumer ;;
+    TopicCommand:*) echo org.apache.kafka.tools.TopicCommand ;;
+    *) ki_die "ki_kafka_class: unknown tool $1" ;;
+  esac
+}
+
+# ki_kafka_log_opts broker|tools: the JVM flag that points Kafka's logging at our config:
+# Kafka 3.x logs through reload4j (log4j 1.x properties), 4.x through log4j2 (XML).
+ki_kafka_log_opts() {
+  if [[ "${KI_KAFKA_MAJOR}" -lt 4 ]]; then
+    printf '%s' "-Dlog4j.configuration=file:${KI_LOCAL}/$([[ "$1" == broker ]] && echo kafka || echo tools)-log4j.properties"
+  else
+    printf '%s' "-Dlog4j2.configurationFile=${KI_LOCAL}/$([[ "$1" == broker ]] && echo kafka || echo tools)-log4j2.xml"
+  fi
+}
+
+# ki_kafka_tool TOOL ARGS...: runs one of Kafka's tools (a name for ki_kafka_class, or a main
+# class) with the installed classpath, logging to stderr at WARN.
 ki_kafka_tool() {
   local cls="$1"; shift
+  [[ "${cls}" == *.* ]] || cls="$(ki_kafka_class "${cls}")"
   java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
-    -Dlog4j2.configurationFile="${KI_LOCAL}/tools-log4j2.xml" \
+    "$(ki_kafka_log_opts tools)" \
     -cp "${KI_KAFKA_CP}" "${cls}" "$@"
 }
 
@@ -223,6 +273,19 @@ ki_envoy_write_config() {
   fi
   if [[ "${KI_BENCH}" == "1" ]]; then
     args+=(--bench-plain-port "${KI_ENVOY_PLAIN_PORT}" --plaintext-port "${KI_PLAINTEXT_PORT}")
+    if [[ -n "${KI_BENCH_SIGNING}" ]]; then
+      # Signed mode: the same filter in its own VM, signing with the bench key (from Envoy's
+      # environment, see ki_envoy_start), to the broker's SIGNED listener.
+      args+=(--bench-signed-port "${KI_ENVOY_SIGNED_PORT}" --signed-port "${KI_SIGNED_PORT}"
+        --signed-wasm "${KI_WASM}" --signed-filter-config "${KI_BENCH_SIGNING}/filter-config.json"
+        --signed-vm-env KAFKA_IDENTITY_BENCH_SIGNING_KEY)
+    fi
+    if [[ -n "${KI_BENCH_NULL_WASM}" ]]; then
+      [[ -f "${KI_BENCH_NULL_WASM}" ]] || ki_die "KAFKA_IDENTITY_BENCH_NULL_WASM: no file ${KI_BENCH_NULL_WASM}"
+      args+=(--bench-null-port "${KI_ENVOY_NULL_PORT}" --null-wasm "${KI_BENCH_NULL_WASM}"
+        --null-plaintext-port "${KI_NULL_PLAINTEXT_PORT}"
+        --null-calls "${KAFKA_IDENTITY_BENCH_NULL_CALLS:-0}")
+    fi
   fi
   "${KI_PYTHON}" "${KI_LOCAL}/envoy_config.py" "${args[@]}" || ki_die "cannot render ${KI_ENVOY_DIR}/envoy.yaml"
 }
@@ -235,7 +298,8 @@ ki_envoy_prepare() {
   ki_envoy_write_config
   ki_log "envoy ${KI_ENVOY_VERSION}: validating config"
   # The filter parses its configuration (and reads its VM environment) during validation.
-  if ! env "${KI_VM_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" \
+  ki_bench_env
+  if ! env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" \
         --disable-hot-restart >"${KI_ENVOY_DIR}/validate.log" 2>&1; then
     tail -n 30 "${KI_ENVOY_DIR}/validate.log" >&2
     ki_die "envoy ${KI_ENVOY_VERSION} rejected ${KI_ENVOY_DIR}/envoy.yaml (see above; full output in ${KI_ENVOY_DIR}/validate.log)"
@@ -249,12 +313,16 @@ ki_envoy_start() {
   ki_envoy_prepare
   ki_check_ports "envoy=${KI_ENVOY_PORT}" "envoy-admin=${KI_ENVOY_ADMIN_PORT}"
   [[ "${KI_BENCH}" != "1" ]] || ki_check_ports "envoy-plain=${KI_ENVOY_PLAIN_PORT}"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_SIGNING}" ]] || ki_check_ports "envoy-signed=${KI_ENVOY_SIGNED_PORT}"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_NULL_WASM}" ]] \
+    || ki_check_ports "envoy-null=${KI_ENVOY_NULL_PORT}" "envoy-null-sasl=$((KI_ENVOY_NULL_PORT + 1))"
   local filter_desc="wasm ${KI_WASM}, config ${KI_FILTER_CONFIG}"
   [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO wasm filter (KAFKA_IDENTITY_NO_FILTER=1)"
   ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}), ${filter_desc}"
   : >"${KI_ENVOY_LOG}"
   # VM environment variables (e.g. a signing key) reach the VM from Envoy's environment.
-  setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
+  ki_bench_env
+  setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
       --disable-hot-restart --concurrency 1 \
       -l info --component-log-level "wasm:${KI_ENVOY_WASM_LOG_LEVEL}" \
       --log-path "${KI_ENVOY_LOG}" \
@@ -277,6 +345,15 @@ ki_envoy_start() {
   ki_die "envoy not ready after 30 s (log tail above)"
 }
 
+# ki_bench_env: KI_BENCH_ENV_ASSIGN, the bench signing key for Envoy's environment (the signed
+# path's VM reads it as KAFKA_IDENTITY_BENCH_SIGNING_KEY, host_env_keys).
+ki_bench_env() {
+  KI_BENCH_ENV_ASSIGN=()
+  if [[ "${KI_BENCH}" == "1" && -n "${KI_BENCH_SIGNING}" ]]; then
+    KI_BENCH_ENV_ASSIGN+=("KAFKA_IDENTITY_BENCH_SIGNING_KEY=$(cat "${KI_BENCH_SIGNING}/key.pem")")
+  fi
+}
+
 ki_envoy_stop() { ki_stop "${KI_ENVOY_PID}" "$(ki_envoy_marker)" envoy; }
 
 # ---- stack.env -----------------------------------------------------------------
@@ -297,6 +374,9 @@ KAFKA_IDENTITY_ADMIN_CONFIG=${KI_ADMIN_CONFIG}
 KAFKA_IDENTITY_CLIENT_CONFIGS=${KI_STATE}/clients
 KAFKA_IDENTITY_KAFKA_CLASSPATH=${KI_KAFKA_CP}
 KAFKA_IDENTITY_KAFKA_VERSION=${KI_KAFKA_VERSION}
+KAFKA_IDENTITY_KAFKA_LOG_OPTS=$(ki_kafka_log_opts tools)
+KAFKA_IDENTITY_KAFKA_CONSOLE_PRODUCER=$(ki_kafka_class ConsoleProducer)
+KAFKA_IDENTITY_KAFKA_CONSOLE_CONSUMER=$(ki_kafka_class ConsoleConsumer)
 KAFKA_IDENTITY_KAFKA_LOG=${KI_KAFKA_DIR}/logs/server.log
 KAFKA_IDENTITY_AUTHORIZER_LOG=${KI_KAFKA_DIR}/authorizer.log
 KAFKA_IDENTITY_ENVOY_ADMIN=${KI_HOST}:${KI_ENVOY_ADMIN_PORT}
@@ -323,6 +403,24 @@ KAFKA_IDENTITY_BOOTSTRAP_NOFILTER=${KI_HOST}:${KI_ENVOY_PLAIN_PORT}
 KAFKA_IDENTITY_PLAINTEXT_LISTENER=${KI_HOST}:${KI_PLAINTEXT_PORT}
 KAFKA_IDENTITY_ENVOY_PLAIN_PORT=${KI_ENVOY_PLAIN_PORT}
 EOF
+    if [[ -n "${KI_BENCH_NULL_WASM}" ]]; then
+      cat >>"${KI_STACK_ENV}.tmp" <<EOF
+KAFKA_IDENTITY_BENCH_NULL_WASM=${KI_BENCH_NULL_WASM}
+KAFKA_IDENTITY_BOOTSTRAP_NULL=${KI_HOST}:${KI_ENVOY_NULL_PORT}
+KAFKA_IDENTITY_BOOTSTRAP_NULL_SASL=${KI_HOST}:$((KI_ENVOY_NULL_PORT + 1))
+KAFKA_IDENTITY_ENVOY_NULL_PORT=${KI_ENVOY_NULL_PORT}
+KAFKA_IDENTITY_NULL_PLAINTEXT_PORT=${KI_NULL_PLAINTEXT_PORT}
+EOF
+    fi
+    if [[ -n "${KI_BENCH_SIGNING}" ]]; then
+      cat >>"${KI_STACK_ENV}.tmp" <<EOF
+KAFKA_IDENTITY_BENCH_SIGNING=${KI_BENCH_SIGNING}
+KAFKA_IDENTITY_BOOTSTRAP_SIGNED=${KI_HOST}:${KI_ENVOY_SIGNED_PORT}
+KAFKA_IDENTITY_SIGNED_LISTENER=${KI_HOST}:${KI_SIGNED_PORT}
+KAFKA_IDENTITY_SIGNED_PORT=${KI_SIGNED_PORT}
+KAFKA_IDENTITY_ENVOY_SIGNED_PORT=${KI_ENVOY_SIGNED_PORT}
+EOF
+    fi
   fi
   mv -f "${KI_STACK_ENV}.tmp" "${KI_STACK_ENV}"
 }
@@ -342,6 +440,14 @@ ki_load_stack_ports() {
       KAFKA_IDENTITY_ENVOY_ADMIN_PORT) KI_ENVOY_ADMIN_PORT="${val}" ;;
       KAFKA_IDENTITY_ENVOY_PLAIN_PORT) KI_ENVOY_PLAIN_PORT="${val}" ;;
       KAFKA_IDENTITY_BENCH) KI_BENCH="${val}" ;;
+      KAFKA_IDENTITY_KAFKA_VERSION) KI_KAFKA_VERSION="${val}" ;;
+      KAFKA_IDENTITY_BENCH_SIGNING) KI_BENCH_SIGNING="${val}" ;;
+      KAFKA_IDENTITY_SIGNED_PORT) KI_SIGNED_PORT="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_SIGNED_PORT) KI_ENVOY_SIGNED_PORT="${val}" ;;
+      KAFKA_IDENTITY_BENCH_NULL_WASM) KI_BENCH_NULL_WASM="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_NULL_PORT) KI_ENVOY_NULL_PORT="${val}" ;;
+      KAFKA_IDENTITY_NULL_PLAINTEXT_PORT) KI_NULL_PLAINTEXT_PORT="${val}" ;;
     esac
   done <"${KI_STACK_ENV}"
+  ki_kafka_settings
 }

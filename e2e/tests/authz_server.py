@@ -32,12 +32,12 @@ def literal(name, value):
 
 
 class SlowAuthz:
-    """Listens on 127.0.0.1 (a free port); `checks` counts the answered checks."""
+    """Listens on `host` (default 127.0.0.1, a free port); `checks` counts the answered checks."""
 
-    def __init__(self, delay):
+    def __init__(self, delay, host="127.0.0.1", port=0):
         self.delay = delay
         self.checks = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server((host, port))
         self.port = self.listener.getsockname()[1]
         self.stopped = threading.Event()
         self.threads = []
@@ -133,3 +133,23 @@ class SlowAuthz:
             self.checks += 1
         except OSError:
             pass
+
+
+def main(argv):
+    """`authz_server.py HOST PORT DELAY`: serve until SIGTERM (the mesh's CUSTOM provider)."""
+    import signal
+    import sys
+    if len(argv) != 3:
+        sys.exit("usage: authz_server.py HOST PORT DELAY_SECONDS")
+    server = SlowAuthz(float(argv[2]), argv[0], int(argv[1])).start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print(f"authz: allowing every check after {server.delay} s on {argv[0]}:{server.port}", flush=True)
+    while not done.wait(5):
+        print(f"authz: {server.checks} checks answered", flush=True)
+    server.stop()
+
+
+if __name__ == "__main__":
+    import sys as _sys
+    main(_sys.argv[1:])

@@ -59,6 +59,10 @@ class Stack:
         self.client_configs = Path(env["KAFKA_IDENTITY_CLIENT_CONFIGS"])
         self.admin_config = env["KAFKA_IDENTITY_ADMIN_CONFIG"]
         self.classpath = env["KAFKA_IDENTITY_KAFKA_CLASSPATH"]
+        self.kafka_version = env.get("KAFKA_IDENTITY_KAFKA_VERSION", "4.4.0")
+        self.kafka_log_opts = env.get(
+            "KAFKA_IDENTITY_KAFKA_LOG_OPTS",
+            f"-Dlog4j2.configurationFile={REPO / 'e2e' / 'local' / 'tools-log4j2.xml'}")
         self.envoy_admin = env["KAFKA_IDENTITY_ENVOY_ADMIN"]
         self.authorizer_log = Path(env["KAFKA_IDENTITY_AUTHORIZER_LOG"])
         self.envoy_log = Path(env["KAFKA_IDENTITY_ENVOY_LOG"])
@@ -135,10 +139,24 @@ class Stack:
         return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
 
     def java_tool(self, cls, *args, stdin=None, timeout=60):
-        cmd = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-               f"-Dlog4j2.configurationFile={REPO / 'e2e' / 'local' / 'tools-log4j2.xml'}",
+        cmd = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", self.kafka_log_opts,
                "-cp", self.classpath, cls, *args]
         return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+    def console_tool(self, kind):
+        """The Java console producer or consumer of the broker's Kafka version, as (main class,
+        config-file option, property option): 3.x has the Scala kafka.tools.ConsoleProducer, and
+        only 4.2+ knows --command-config/--command-property (older: --producer.config, ...)."""
+        cls = self.env.get(f"KAFKA_IDENTITY_KAFKA_CONSOLE_{kind.upper()}") or {
+            "producer": "org.apache.kafka.tools.ConsoleProducer",
+            "consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer"}[kind]
+        if self.kafka_version_at_least(4, 2):
+            return cls, "--command-config", "--command-property"
+        return cls, f"--{kind}.config", f"--{kind}-property"
+
+    def kafka_version_at_least(self, major, minor):
+        parts = [int(p) for p in re.findall(r"\d+", self.kafka_version)[:2]]
+        return tuple(parts) >= (major, minor)
 
     def java_client_config(self, who):
         return str(self.client_configs / f"{CERT_BASE[who]}.ssl.properties")

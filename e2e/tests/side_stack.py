@@ -129,8 +129,10 @@ def produce_and_consume(stack, seconds, during=None, steps=()):
                              error_cb=lambda e: errors.append(str(e))))
     consumer = Consumer(dict(stack.client_conf("consumer"), logger=logger,
                              error_cb=lambda e: errors.append(str(e)),
-                             # "earliest" (records are told apart by `run`): "latest" is resolved
-                             # after the assignment, and a record produced before that was skipped.
+                             # earliest, not latest: with latest the start offset is looked up after the
+                             # assignment, and on a busy machine the first records are sent before it
+                             # (seen as "lost" records that only arrived before the consumer's start);
+                             # records of earlier runs are told apart by the run prefix below
                              **{"group.id": "orders-readers", "auto.offset.reset": "earliest",
                                 "enable.auto.commit": False}))
     consumer.subscribe(["orders"])

@@ -1,15 +1,20 @@
 """apps/producer may write `orders` but not read it; apps/consumer may read `orders` (group
-orders-readers) but not write it: each with kcat, Kafka's Java console tools and confluent-kafka,
-all speaking plain TLS (security.protocol=SSL) to Envoy with their workload certificate."""
+orders-readers) but not write it: each with kcat, Kafka's Java console tools, confluent-kafka,
+franz-go (Go) and kafka-python (pure Python, its own protocol code), all speaking plain TLS to
+Envoy with their workload certificate and no other change to their configuration. Each client
+library sends its own first requests (ApiVersions versions, metadata, client ids) and
+reconnects its own way."""
 
+import subprocess
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
 
-from conftest import SPIFFE, WAIT, authz, read_all
+from conftest import REPO, SPIFFE, WAIT, authz, read_all
 
-CLIENTS = ["kcat", "java", "python"]
+CLIENTS = ["kcat", "java", "python", "go", "kafka-python"]
+GO_CLIENT = REPO / ".tools" / "clients" / "go" / "kafka-identity-go-client"
 GROUP_CONSUMER_SETTINGS = {"session.timeout.ms": "10000", "auto.offset.reset": "earliest"}
 
 
@@ -22,14 +27,15 @@ def produce(stack, client, who, value, topic):
         out = r.stdout + r.stderr
         return r.returncode == 0 and "fail" not in out.lower() and "error" not in out.lower(), out
     if client == "java":
-        r = stack.java_tool("org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", stack.bootstrap,
-                            "--topic", topic, "--command-config", stack.java_client_config(who),
-                            "--command-property", "acks=all",
+        cls, config, prop = stack.console_tool("producer")
+        r = stack.java_tool(cls, "--bootstrap-server", stack.bootstrap,
+                            "--topic", topic, config, stack.java_client_config(who),
+                            prop, "acks=all",
                             # without idempotence, a denied produce fails on the topic (Write) and not
                             # on InitProducerId (IdempotentWrite on the cluster)
-                            "--command-property", "enable.idempotence=false",
-                            "--command-property", "delivery.timeout.ms=20000",
-                            "--command-property", "request.timeout.ms=15000",
+                            prop, "enable.idempotence=false",
+                            prop, "delivery.timeout.ms=20000",
+                            prop, "request.timeout.ms=15000",
                             stdin=value + "\n")
         out = r.stdout + r.stderr
         return r.returncode == 0 and "Exception" not in out and "ERROR" not in out, out
@@ -42,6 +48,12 @@ def produce(stack, client, who, value, topic):
             return False, f"not delivered within {WAIT} s"
         err = results[0]
         return err is None, "" if err is None else f"{err.name()}: {err.str()}"
+    if client == "go":
+        r = go_client(stack, "produce", who, "--topic", topic, "--value", value)
+        out = r.stdout + r.stderr
+        return r.returncode == 0 and "produced" in r.stdout.splitlines(), out
+    if client == "kafka-python":
+        return kafka_python_produce(stack, who, topic, value)
     raise ValueError(client)
 
 
@@ -53,11 +65,12 @@ def consume_group(stack, client, who, topic, group, needle):
         out = r.stdout + r.stderr
         return needle in r.stdout.splitlines(), out
     if client == "java":
-        r = stack.java_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
+        cls, config, prop = stack.console_tool("consumer")
+        r = stack.java_tool(cls, "--bootstrap-server",
                             stack.bootstrap, "--topic", topic, "--group", group,
-                            "--command-config", stack.java_client_config(who),
-                            "--command-property", "auto.offset.reset=earliest",
-                            "--command-property", "session.timeout.ms=10000",
+                            config, stack.java_client_config(who),
+                            prop, "auto.offset.reset=earliest",
+                            prop, "session.timeout.ms=10000",
                             "--timeout-ms", "8000")
         out = r.stdout + r.stderr
         return needle in r.stdout.splitlines(), out
@@ -83,6 +96,11 @@ def consume_group(stack, client, who, topic, group, needle):
         finally:
             c.close()
         return seen, "\n".join(errors)
+    if client == "go":
+        r = go_client(stack, "consume", who, "--topic", topic, "--group", group, "--value", needle)
+        return r.returncode == 0 and f"read {needle}" in r.stdout.splitlines(), r.stdout + r.stderr
+    if client == "kafka-python":
+        return kafka_python_consume_group(stack, who, topic, group, needle)
     raise ValueError(client)
 
 
@@ -92,9 +110,10 @@ def read_without_group(stack, client, who, topic):
     if client == "kcat":
         return _kcat_bounded(stack, who, topic)
     if client == "java":
-        r = stack.java_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
+        cls, config, _ = stack.console_tool("consumer")
+        r = stack.java_tool(cls, "--bootstrap-server",
                             stack.bootstrap, "--topic", topic, "--partition", "0", "--offset", "earliest",
-                            "--command-config", stack.java_client_config(who), "--timeout-ms", "8000",
+                            config, stack.java_client_config(who), "--timeout-ms", "8000",
                             "--max-messages", "1")
         return r.stdout + r.stderr
     if client == "python":
@@ -114,11 +133,98 @@ def read_without_group(stack, client, who, topic):
         finally:
             c.close()
         return "\n".join(errors) + f"\n(messages read: {got})"
+    if client == "go":
+        r = go_client(stack, "read", who, "--topic", topic, "--partition", "0", "--timeout", "15s")
+        return r.stdout + r.stderr
+    if client == "kafka-python":
+        return kafka_python_read(stack, who, topic)
     raise ValueError(client)
 
 
+# ---- franz-go (e2e/clients/go, built by scripts/install-e2e-clients) ------------------------------
+def go_client(stack, mode, who, *args):
+    assert GO_CLIENT.is_file(), f"{GO_CLIENT} missing: run scripts/install-deps (it calls scripts/install-e2e-clients)"
+    crt, key = stack.cert(who)
+    cmd = [str(GO_CLIENT), mode, "--bootstrap", stack.bootstrap, "--ca", stack.ca, "--cert", crt, "--key", key, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=WAIT + 30)
+
+
+# ---- kafka-python (pure Python) -------------------------------------------------------------------
+def kafka_python_conf(stack, who):
+    crt, key = stack.cert(who)
+    return {"bootstrap_servers": stack.bootstrap, "security_protocol": "SSL", "ssl_cafile": stack.ca,
+            "ssl_certfile": crt, "ssl_keyfile": key, "client_id": "kafka-identity-e2e-kafka-python"}
+
+
+def kafka_python_error(exc):
+    """kafka-python's errors carry Kafka's error name in `message` (TOPIC_AUTHORIZATION_FAILED)."""
+    return f"{type(exc).__name__}: {getattr(exc, 'message', '')}: {exc}"
+
+
+def kafka_python_produce(stack, who, topic, value, library_defaults=False):
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError as KafkaPythonError
+    settings = {} if library_defaults else {
+        "acks": "all", "max_block_ms": 20000, "request_timeout_ms": 15000,
+        # as the Java console producer: a denied produce then fails on the topic (Write), not on
+        # InitProducerId (IdempotentWrite on the cluster)
+        "enable_idempotence": False}
+    producer = KafkaProducer(**settings, **kafka_python_conf(stack, who))
+    try:
+        producer.send(topic, value.encode()).get(timeout=WAIT)
+        return True, ""
+    except KafkaPythonError as exc:
+        return False, kafka_python_error(exc)
+    finally:
+        producer.close(timeout=10)
+
+
+def kafka_python_consume_group(stack, who, topic, group, needle):
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError as KafkaPythonError
+    consumer = KafkaConsumer(group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
+                             session_timeout_ms=10000, **kafka_python_conf(stack, who))
+    seen, errors = False, []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + WAIT
+        while not seen and time.monotonic() < deadline:
+            try:
+                batches = consumer.poll(timeout_ms=500)
+            except KafkaPythonError as exc:
+                errors.append(kafka_python_error(exc))
+                if "AUTHORIZATION" in errors[-1].upper():
+                    break
+                continue
+            seen = any(record.value == needle.encode() for records in batches.values() for record in records)
+        if seen:
+            consumer.commit()
+    finally:
+        consumer.close()
+    return seen, "\n".join(errors)
+
+
+def kafka_python_read(stack, who, topic):
+    from kafka import KafkaConsumer, TopicPartition as KafkaPythonPartition
+    from kafka.errors import KafkaError as KafkaPythonError
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **kafka_python_conf(stack, who))
+    errors, got = [], 0
+    try:
+        tp = KafkaPythonPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any("TOPIC_AUTH" in e for e in errors):
+            try:
+                got += sum(len(records) for records in consumer.poll(timeout_ms=500).values())
+            except KafkaPythonError as exc:
+                errors.append(kafka_python_error(exc))
+    finally:
+        consumer.close()
+    return "\n".join(errors) + f"\n(messages read: {got})"
+
+
 def _kcat_bounded(stack, who, topic):
-    import subprocess
     try:
         r = stack.kcat(who, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-c", "1", timeout=15)
         return r.stdout + r.stderr
@@ -150,6 +256,22 @@ def topic_values(stack, topic, until):
 
 
 # ---- tests -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("client", ["go", "kafka-python"])
+def test_producer_with_the_librarys_own_defaults(stack, client, run_id, envoy_log):
+    """Nothing but TLS and the bootstrap address set: the library's own producer defaults (both
+    idempotent by default, so InitProducerId goes through the filter too)."""
+    who, topic = "producer", stack.topic
+    value = f"{run_id}-{client}-defaults"
+    if client == "go":
+        r = go_client(stack, "produce", who, "--topic", topic, "--value", value, "--library-defaults")
+        ok, out = r.returncode == 0 and "produced" in r.stdout.splitlines(), r.stdout + r.stderr
+    else:
+        ok, out = kafka_python_produce(stack, who, topic, value, library_defaults=True)
+    assert ok, f"{client} with its default settings could not produce: {out}"
+    assert value.encode() in topic_values(stack, topic, until=admin_markers(stack, topic, run_id) + [value.encode()])
+    assert envoy_log.wait_for(f"identity={SPIFFE[who]} principal={SPIFFE[who]} token=unsecured outcome=authenticated")
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_producer_may_write_orders_but_not_read_it(stack, client, run_id, authorizer_log, envoy_log):
     who, topic = "producer", stack.topic

@@ -14,7 +14,8 @@ use std::ptr::{null, null_mut};
 
 use proxy_wasm::types::{BufferType, LogLevel, MetricType, StreamType};
 
-use crate::host::{ChunkSource, Clock, HostBuffer, HostError};
+use crate::host::{ChunkSource, HostBuffer, HostError};
+use crate::read_window::ReadWindow;
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
@@ -51,6 +52,8 @@ extern "C" {
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
 }
 
 fn status(call: &'static str, status: u32) -> Result<(), HostError> {
@@ -166,6 +169,24 @@ pub fn increment_counter(id: u32) -> Result<(), HostError> {
     })
 }
 
+/// Asks Envoy to call the root context's `on_tick` every `period_ms`.
+pub fn set_tick_period(period_ms: u32) -> Result<(), HostError> {
+    // SAFETY: no memory is shared.
+    status("proxy_set_tick_period_milliseconds", unsafe {
+        proxy_set_tick_period_milliseconds(period_ms)
+    })
+}
+
+/// Envoy's log level for Wasm (proxy-wasm numbering: 0 trace ... 5 critical).
+pub fn log_level() -> Result<u32, HostError> {
+    let mut level: u32 = 0;
+    // SAFETY: the host writes one u32 into a location we own.
+    status("proxy_get_log_level", unsafe {
+        proxy_get_log_level(&mut level)
+    })?;
+    Ok(level)
+}
+
 /// Closes the downstream connection (Envoy flushes what is buffered for the client).
 pub fn close_downstream() -> Result<(), HostError> {
     // SAFETY: no memory is shared.
@@ -174,37 +195,34 @@ pub fn close_downstream() -> Result<(), HostError> {
     })
 }
 
-/// One direction's buffer during `on_downstream_data` / `on_upstream_data`.
-pub struct EnvoyBuffer(pub BufferType);
+/// One direction's buffer during `on_downstream_data` / `on_upstream_data`, read through
+/// a [`ReadWindow`] (one host read per request header rather than one per field).
+pub struct EnvoyBuffer {
+    kind: BufferType,
+    window: ReadWindow,
+}
+
+impl EnvoyBuffer {
+    /// `len`: the callback's `data_size`.
+    pub fn new(kind: BufferType, len: usize) -> Self {
+        Self {
+            kind,
+            window: ReadWindow::new(len),
+        }
+    }
+}
 
 impl ChunkSource for EnvoyBuffer {
     fn read(&mut self, range: Range<usize>) -> Result<Vec<u8>, HostError> {
-        let wanted = range.len();
-        if wanted == 0 {
-            return Ok(Vec::new());
-        }
-        let bytes = get_buffer(self.0, range.start, wanted)?;
-        if bytes.len() != wanted {
-            return Err(HostError::ShortRead {
-                wanted,
-                got: bytes.len(),
-            });
-        }
-        Ok(bytes)
+        let kind = self.kind;
+        self.window
+            .read(range, |start, max| get_buffer(kind, start, max))
     }
 }
 
 impl HostBuffer for EnvoyBuffer {
     fn replace(&mut self, start: usize, len: usize, bytes: &[u8]) -> Result<(), HostError> {
-        set_buffer(self.0, start, len, bytes)
-    }
-}
-
-/// Envoy's clock.
-pub struct EnvoyClock;
-
-impl Clock for EnvoyClock {
-    fn now_ms(&mut self) -> Result<u64, HostError> {
-        now_ms()
+        self.window.edited();
+        set_buffer(self.kind, start, len, bytes)
     }
 }

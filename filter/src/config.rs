@@ -31,6 +31,9 @@ struct RawConfig {
     on_no_identity: NoIdentityPolicy,
     on_client_sasl: ClientSaslPolicy,
     token_lifetime_seconds: u64,
+    /// How long a principal's token is reused by new connections and re-authentications;
+    /// None: a tenth of the lifetime.
+    token_reuse_seconds: Option<u64>,
     max_frame_bytes: u32,
     /// `None`: the default key. Kept apart from the default so that setting it together
     /// with `waypoint` (where it means nothing) is refused.
@@ -87,6 +90,7 @@ impl Default for RawConfig {
             on_no_identity: NoIdentityPolicy::default(),
             on_client_sasl: ClientSaslPolicy::default(),
             token_lifetime_seconds: DEFAULT_TOKEN_LIFETIME_SECS,
+            token_reuse_seconds: None,
             max_frame_bytes: kafka_codec::DEFAULT_MAX_FRAME_BYTES,
             peer_certificate_filter_state_key: None,
             client_id: "kafka-identity".to_owned(),
@@ -104,6 +108,8 @@ pub struct FilterConfig {
     pub mapper: PrincipalMapper,
     pub session: SessionSettings,
     pub peer_certificate_filter_state_key: String,
+    /// How long a principal's token is reused (0: never), see `token_cache`.
+    pub token_reuse_seconds: u64,
     /// `Some`: the client's identity comes from the filter state the waypoint's HBONE
     /// termination left, never from the connection's TLS (there is none). `None`: sidecar.
     pub waypoint: Option<WaypointPeer>,
@@ -117,6 +123,20 @@ pub struct WaypointPeer {
     /// The peer's whole certificate (URL-encoded PEM, `%DOWNSTREAM_PEER_CERT%`), set by a
     /// `set_filter_state` added to the waypoint's HBONE listener; for subject-DN rules.
     pub peer_certificate_filter_state_key: Option<String>,
+}
+
+impl FilterConfig {
+    /// Where the client's identity comes from, as the filter's `configured` log line and
+    /// `kafka-identity config check` say it.
+    pub fn identity_source(&self) -> String {
+        match &self.waypoint {
+            Some(w) => format!(
+                "waypoint HBONE peer from filter state {:?}",
+                w.peer_principal_filter_state_key
+            ),
+            None => "sidecar TLS peer".to_owned(),
+        }
+    }
 }
 
 /// Why a configuration was refused: the field and the reason, shown as `field: reason`.
@@ -163,6 +183,20 @@ pub fn parse_with_env(
             format!(
                 "must be between {MIN_TOKEN_LIFETIME_SECS} and {MAX_TOKEN_LIFETIME_SECS}, got {}",
                 raw.token_lifetime_seconds
+            ),
+        ));
+    }
+    // Reusing a token shortens the broker's session by up to the reuse time; at most half
+    // the lifetime keeps re-authentication well before the token's end.
+    let max_reuse = raw.token_lifetime_seconds / 2;
+    let token_reuse_seconds = raw
+        .token_reuse_seconds
+        .unwrap_or(raw.token_lifetime_seconds / 10);
+    if token_reuse_seconds > max_reuse {
+        return Err(field_error(
+            "token_reuse_seconds",
+            format!(
+                "must be between 0 and half of token_lifetime_seconds ({max_reuse}), got {token_reuse_seconds}"
             ),
         ));
     }
@@ -241,6 +275,7 @@ pub fn parse_with_env(
             reauthenticate: raw.reauthenticate,
         },
         peer_certificate_filter_state_key,
+        token_reuse_seconds,
         waypoint,
     })
 }
@@ -354,6 +389,7 @@ mod tests {
                 }
             ));
             assert!(c.session.reauthenticate);
+            assert_eq!(c.token_reuse_seconds, 360);
         }
     }
 
@@ -362,6 +398,11 @@ mod tests {
         assert!(err(r#"{"stat_prefx": "x"}"#).contains("unknown field `stat_prefx`"));
         assert!(err(r#"{"stat_prefix": "a b"}"#).starts_with("stat_prefix:"));
         assert!(err(r#"{"token_lifetime_seconds": 5}"#).starts_with("token_lifetime_seconds:"));
+        assert!(err(r#"{"token_reuse_seconds": 1801}"#).starts_with("token_reuse_seconds:"));
+        assert!(
+            err(r#"{"token_lifetime_seconds": 60, "token_reuse_seconds": 31}"#)
+                .starts_with("token_reuse_seconds:")
+        );
         assert!(err(r#"{"max_frame_bytes": 10}"#).starts_with("max_frame_bytes:"));
         assert!(err(r#"{"on_no_identity": "allow"}"#).contains("unknown variant `allow`"));
         assert!(err(r#"{"client_id": ""}"#).starts_with("client_id:"));
@@ -370,6 +411,28 @@ mod tests {
         assert!(err(r#"{"identity": {"spiffe": {"trust_domains": []}}}"#)
             .starts_with("identity.spiffe.trust_domains"));
         assert!(err("not json").starts_with("configuration:"));
+    }
+
+    #[test]
+    fn token_reuse_defaults_to_a_tenth_of_the_lifetime() {
+        assert_eq!(
+            parse(br#"{"token_lifetime_seconds": 600}"#)
+                .unwrap()
+                .token_reuse_seconds,
+            60
+        );
+        assert_eq!(
+            parse(br#"{"token_reuse_seconds": 0}"#)
+                .unwrap()
+                .token_reuse_seconds,
+            0
+        );
+        assert_eq!(
+            parse(br#"{"token_reuse_seconds": 1800}"#)
+                .unwrap()
+                .token_reuse_seconds,
+            1800
+        );
     }
 
     #[test]
@@ -415,6 +478,11 @@ mod tests {
         );
         // `null` is sidecar mode, as if absent.
         assert_eq!(parse(br#"{"waypoint": null}"#).unwrap().waypoint, None);
+        assert_eq!(sidecar.identity_source(), "sidecar TLS peer");
+        assert_eq!(
+            waypoint.identity_source(),
+            "waypoint HBONE peer from filter state \"io.istio.peer_principal\""
+        );
     }
 
     #[test]

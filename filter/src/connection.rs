@@ -9,6 +9,7 @@ use crate::host::{Clock, HostBuffer};
 use crate::session::{Authenticated, Identification, Refusal, Session, SessionSettings, Start};
 use crate::splice;
 use crate::token::TokenIssuer;
+use crate::token_cache::TokenCache;
 
 /// What the first client data decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,11 @@ impl Connection {
     /// See [`Session::set_token_issuer`].
     pub fn set_token_issuer(&mut self, issuer: Rc<TokenIssuer>) {
         self.session.set_token_issuer(issuer);
+    }
+
+    /// See [`Session::set_token_cache`].
+    pub fn set_token_cache(&mut self, cache: Rc<TokenCache>) {
+        self.session.set_token_cache(cache);
     }
 
     /// `size` bytes from the client are in `buffer`. On the first call `identify` says who

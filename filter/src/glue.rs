@@ -9,13 +9,15 @@ use log::{debug, error, info, warn};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, PeerType};
 
-use crate::abi::{self, EnvoyBuffer, EnvoyClock};
+use crate::abi::{self, EnvoyBuffer};
 use crate::config::{self, FilterConfig};
 use crate::connection::Connection;
-use crate::host::HostError;
+use crate::host::{Clock, HostError};
+use crate::identity_cache::{self, IdentityCache};
 use crate::latest::{filter_key, Latest};
 use crate::peer::{self, HbonePeer, PeerProperties};
 use crate::session::{Identification, Refusal, RefusalKind};
+use crate::token_cache::{self, TokenCache};
 
 proxy_wasm::main! {{
     // Our own logger and panic hook: the SDK's unwrap the status of the log call.
@@ -57,6 +59,58 @@ thread_local! {
     /// This VM's name in the logs (its start time) and how many root contexts it has had:
     /// shows whether a configuration update kept the VM.
     static VM: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    /// Bumped whenever a configuration is published: connections look up the newest one
+    /// only when it changed, not on every chunk.
+    static GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Envoy's clock as of the last tick (ms) and how often it was used since.
+    static TICK_CLOCK: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Every root context ticks this often, to refresh `TICK_CLOCK`. Re-authentication is due
+/// at 85-95% of a session of at least a minute, a token's `iat` is in seconds: 100 ms is
+/// plenty, and a tick costs far less than reading the clock on every chunk.
+const TICK_MS: u32 = 100;
+/// Ticks between two readings of Envoy's log level (it can change at run time).
+const TICKS_PER_LOG_LEVEL: u32 = 10;
+/// Uses of one tick's time before the clock is read anyway (should ticks stop).
+const MAX_USES_PER_TICK: u32 = 1024;
+
+/// Envoy's clock, read at most once per tick: every chunk needs the time (re-authentication
+/// is planned by it) and each crossing into Envoy costs more than the filter's work on a
+/// chunk.
+struct TickClock;
+
+impl TickClock {
+    fn refresh() -> Result<u64, HostError> {
+        let now = abi::now_ms()?;
+        TICK_CLOCK.with(|c| c.set((now, 0)));
+        Ok(now)
+    }
+}
+
+impl Clock for TickClock {
+    fn now_ms(&mut self) -> Result<u64, HostError> {
+        let (at, uses) = TICK_CLOCK.with(|c| c.get());
+        if at == 0 || uses >= MAX_USES_PER_TICK {
+            return Self::refresh();
+        }
+        TICK_CLOCK.with(|c| c.set((at, uses + 1)));
+        Ok(at)
+    }
+}
+
+/// The `log` crate's level follows Envoy's level for the `wasm` component, so lines Envoy
+/// would drop are not formatted (nor their connection's source address read).
+fn follow_host_log_level() {
+    let level = match abi::log_level() {
+        Ok(0) => log::LevelFilter::Trace,
+        Ok(1) => log::LevelFilter::Debug,
+        Ok(2) => log::LevelFilter::Info,
+        Ok(3) => log::LevelFilter::Warn,
+        Ok(_) => log::LevelFilter::Error,
+        Err(_) => log::LevelFilter::Trace,
+    };
+    log::set_max_level(level);
 }
 
 /// Counter ids, defined once per configuration.
@@ -106,13 +160,18 @@ struct Configured {
     metrics: Metrics,
     /// The issuer shared with connections that re-authenticate under a newer configuration.
     tokens: Rc<crate::token::TokenIssuer>,
+    /// The SASL requests per principal made with `tokens`, reused for a while.
+    token_cache: Rc<TokenCache>,
+    /// Identifications by certificate digest, for this configuration's mapping.
+    identities: IdentityCache,
 }
 
 #[derive(Default)]
 struct Root {
     configured: Option<Rc<Configured>>,
+    ticks: u32,
     /// This filter's key in `LATEST`.
-    filter: String,
+    filter: Rc<str>,
 }
 
 impl Context for Root {}
@@ -137,6 +196,7 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, _size: usize) -> bool {
+        follow_host_log_level();
         let raw = match abi::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -160,48 +220,63 @@ impl RootContext for Root {
         };
         let plugin = property_string(&["plugin_name"]).unwrap_or_default();
         let root_id = property_string(&["plugin_root_id"]).unwrap_or_default();
-        self.filter = filter_key(&plugin, &root_id);
-        let peer = match &config.waypoint {
-            Some(w) => format!(
-                "waypoint HBONE peer from filter state {:?}",
-                w.peer_principal_filter_state_key
-            ),
-            None => "sidecar TLS peer".to_owned(),
-        };
+        self.filter = filter_key(&plugin, &root_id).into();
         info!(
-            "kafka-identity: configured (plugin {plugin}, identity {peer}, stat_prefix {}, \
+            "kafka-identity: configured (plugin {plugin}, identity {}, stat_prefix {}, \
              on_no_identity {:?}, on_client_sasl {:?}, token {})",
+            config.identity_source(),
             config.stat_prefix,
             config.session.on_no_identity,
             config.session.on_client_sasl,
             config.session.tokens.describe()
         );
         let tokens = Rc::new(config.session.tokens.clone());
+        let token_cache = Rc::new(TokenCache::new(
+            &config.session.client_id,
+            config.token_reuse_seconds.saturating_mul(1000),
+            token_cache::DEFAULT_MAX_ENTRIES,
+        ));
         let configured = Rc::new(Configured {
             config,
             metrics,
             tokens,
+            token_cache,
+            identities: IdentityCache::new(identity_cache::DEFAULT_MAX_ENTRIES),
         });
         LATEST.with(|latest| {
             latest
                 .borrow_mut()
                 .publish(&self.filter, Rc::clone(&configured))
         });
+        GENERATION.with(|g| g.set(g.get() + 1));
         self.configured = Some(configured);
+        if let Err(e) = abi::set_tick_period(TICK_MS) {
+            error!("kafka-identity: cannot set a tick period, the clock is read per chunk: {e}");
+        }
+        let _ = TickClock::refresh();
         true
+    }
+
+    fn on_tick(&mut self) {
+        let _ = TickClock::refresh();
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(TICKS_PER_LOG_LEVEL) {
+            follow_host_log_level();
+        }
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
         // Returning None would make the SDK panic; a connection without a configuration
         // (not reachable while Envoy only routes to configured filters) is refused.
         let configured = self.configured.clone();
-        let nonce = abi::now_ms().map(|ms| ms << 20).unwrap_or(0) ^ u64::from(context_id);
+        let nonce = TickClock.now_ms().map(|ms| ms << 20).unwrap_or(0) ^ u64::from(context_id);
         let connection = configured
             .as_ref()
             .map(|c| Connection::new(&c.config.session, nonce));
         Some(Box::new(Stream {
             configured,
-            filter: self.filter.clone(),
+            filter: Rc::clone(&self.filter),
+            generation: 0,
             connection,
             source: None,
             identity: None,
@@ -217,7 +292,9 @@ impl RootContext for Root {
 
 struct Stream {
     configured: Option<Rc<Configured>>,
-    filter: String,
+    filter: Rc<str>,
+    /// `GENERATION` when the token issuer was last taken from `LATEST`.
+    generation: u64,
     connection: Option<Connection>,
     source: Option<String>,
     identity: Option<String>,
@@ -230,8 +307,12 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
 }
 
 /// What Envoy exposes about the peer; read once, on the first downstream data (the TLS
-/// handshake is complete by then). In a waypoint only the configured filter-state keys.
-fn read_peer(config: &FilterConfig) -> Identification {
+/// handshake is complete by then). In a waypoint only the configured filter-state keys: the
+/// inner connection has no TLS of its own. A sidecar's peer certificate has a digest: a
+/// certificate seen before is identified from the cache (see `identity_cache`), without
+/// reading it.
+fn read_peer(configured: &Configured) -> Identification {
+    let config = &configured.config;
     if let Some(keys) = &config.waypoint {
         let found = HbonePeer {
             principal: property(&["filter_state", &keys.peer_principal_filter_state_key]),
@@ -242,9 +323,20 @@ fn read_peer(config: &FilterConfig) -> Identification {
         };
         return peer::identify_hbone_peer(&config.mapper, keys, &found);
     }
-    let mtls = property(&["connection", "mtls"])
-        .map(|b| b.first() == Some(&1))
-        .unwrap_or(false);
+    match property(&["connection", "sha256_peer_certificate_digest"]) {
+        Some(digest) if !digest.is_empty() => configured
+            .identities
+            .get_or_identify(&digest, || identify(config, true)),
+        _ => {
+            let mtls = property(&["connection", "mtls"])
+                .map(|b| b.first() == Some(&1))
+                .unwrap_or(false);
+            identify(config, mtls)
+        }
+    }
+}
+
+fn identify(config: &FilterConfig, mtls: bool) -> Identification {
     let props = if mtls {
         let certificate_pem = property(&["connection", "peer_certificate"]);
         let filter_state_pem = if certificate_pem.is_none() {
@@ -271,6 +363,13 @@ fn read_peer(config: &FilterConfig) -> Identification {
 }
 
 impl Stream {
+    /// The client's address, for log lines only: read when one is written.
+    fn load_source(&mut self) {
+        if self.source.is_none() {
+            self.source = property_string(&["source", "address"]);
+        }
+    }
+
     fn describe(&self) -> String {
         let token = self
             .connection
@@ -294,6 +393,9 @@ impl Stream {
 
     fn refuse(&mut self, refusal: Refusal) {
         self.bump(|m| m.refusal(refusal.kind));
+        if log::log_enabled!(log::Level::Warn) {
+            self.load_source();
+        }
         warn!(
             "kafka-identity: {} outcome={} reason=\"{}\"",
             self.describe(),
@@ -315,20 +417,24 @@ impl Stream {
             ));
         };
         // Re-authentications sign with the newest configuration of this filter.
-        let newest = LATEST
-            .with(|latest| latest.borrow().get(&self.filter))
-            .unwrap_or_else(|| Rc::clone(&configured));
-        connection.set_token_issuer(Rc::clone(&newest.tokens));
+        let generation = GENERATION.with(|g| g.get());
+        if generation != self.generation {
+            let newest = LATEST
+                .with(|latest| latest.borrow().get(&self.filter))
+                .unwrap_or_else(|| Rc::clone(&configured));
+            connection.set_token_issuer(Rc::clone(&newest.tokens));
+            connection.set_token_cache(Rc::clone(&newest.token_cache));
+            self.generation = generation;
+        }
         let config = &configured.config;
         let opened = connection.downstream(
             &config.session,
             size,
-            &mut EnvoyBuffer(BufferType::DownstreamData),
-            &mut EnvoyClock,
-            || read_peer(config),
+            &mut EnvoyBuffer::new(BufferType::DownstreamData, size),
+            &mut TickClock,
+            || read_peer(&configured),
         );
         if let Some(opened) = opened? {
-            self.source = property_string(&["source", "address"]);
             match &opened.identification {
                 Identification::Principal {
                     identity,
@@ -349,10 +455,13 @@ impl Stream {
                     Identification::NoPrincipal { reason, .. } => reason.as_str(),
                     Identification::Principal { .. } => "",
                 };
-                info!(
-                    "kafka-identity: {} outcome=passed_through reason=\"{reason}\"",
-                    self.describe()
-                );
+                if log::log_enabled!(log::Level::Info) {
+                    self.load_source();
+                    info!(
+                        "kafka-identity: {} outcome=passed_through reason=\"{reason}\"",
+                        self.describe()
+                    );
+                }
             }
         }
         Ok(())
@@ -369,12 +478,15 @@ impl Stream {
         let authenticated = connection.upstream(
             &configured.config.session,
             size,
-            &mut EnvoyBuffer(BufferType::UpstreamData),
-            &mut EnvoyClock,
+            &mut EnvoyBuffer::new(BufferType::UpstreamData, size),
+            &mut TickClock,
         )?;
         if let Some(auth) = authenticated {
             if auth.reauthentication {
                 self.bump(|m| m.reauthenticated);
+                if log::log_enabled!(log::Level::Debug) {
+                    self.load_source();
+                }
                 debug!(
                     "kafka-identity: {} outcome=reauthenticated session_lifetime_ms={}",
                     self.describe(),
@@ -382,6 +494,9 @@ impl Stream {
                 );
             } else {
                 self.bump(|m| m.authenticated);
+                if log::log_enabled!(log::Level::Info) {
+                    self.load_source();
+                }
                 info!(
                     "kafka-identity: {} outcome=authenticated session_lifetime_ms={}",
                     self.describe(),

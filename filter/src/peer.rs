@@ -46,17 +46,7 @@ pub fn identify(mapper: &PrincipalMapper, props: &PeerProperties) -> Identificat
             }
         }
     };
-    let identity = describe(&peer);
-    match mapper.map(&peer) {
-        Ok(principal) => Identification::Principal {
-            identity,
-            principal: principal.name,
-        },
-        Err(why) => Identification::NoPrincipal {
-            identity,
-            reason: why.to_string(),
-        },
-    }
+    map(mapper, &peer)
 }
 
 /// What a waypoint's inner connection carries about the client, read on the first
@@ -131,8 +121,13 @@ pub fn identify_hbone_peer(
             certificate
         }
     };
-    let identity = describe(&peer);
-    match mapper.map(&peer) {
+    map(mapper, &peer)
+}
+
+/// The principal the mapping rules give the peer, named in logs by [`describe`].
+fn map(mapper: &PrincipalMapper, peer: &PeerIdentity) -> Identification {
+    let identity = describe(peer);
+    match mapper.map(peer) {
         Ok(principal) => Identification::Principal {
             identity,
             principal: principal.name,

@@ -15,6 +15,7 @@ use serde::Deserialize;
 pub use crate::host::ChunkSource;
 use crate::host::HostError;
 use crate::token::TokenIssuer;
+use crate::token_cache::TokenCache;
 
 /// Correlation ids of the injected requests, inside the range Kafka's Java client reserves
 /// for its own SASL requests (the top eight ids). Answers are not matched by id, though: a
@@ -200,6 +201,9 @@ pub struct Session {
     /// Where tokens come from when set: the newest configuration the VM received, so a
     /// re-authentication on a long-lived connection uses the current signing key.
     issuer: Option<Rc<TokenIssuer>>,
+    /// Reuses the requests of the same principal across the VM's connections (set together
+    /// with `issuer`: one cache per configuration); without it every token is fresh.
+    token_cache: Option<Rc<TokenCache>>,
     /// `TokenIssuer::describe` of the issuer of the last token sent.
     last_token: String,
     /// The first request has been checked (connections the filter does not authenticate).
@@ -229,6 +233,7 @@ impl Session {
             authentications: 0,
             token_nonce: 0,
             issuer: None,
+            token_cache: None,
             last_token: String::new(),
             opened: false,
         }
@@ -244,6 +249,12 @@ impl Session {
     /// chunk, so key rotation reaches connections opened before it.
     pub fn set_token_issuer(&mut self, issuer: Rc<TokenIssuer>) {
         self.issuer = Some(issuer);
+    }
+
+    /// (Re-)authentications from now on take their requests from `cache`, which must belong
+    /// to the same configuration as the issuer (see `token_cache`).
+    pub fn set_token_cache(&mut self, cache: Rc<TokenCache>) {
+        self.token_cache = Some(cache);
     }
 
     /// The credential of the last token sent: `unsecured` or e.g. `ES256:2026-11`.
@@ -269,18 +280,26 @@ impl Session {
         now_ms: u64,
     ) -> Result<Vec<u8>, Refusal> {
         let issuer = self.issuer.as_deref().unwrap_or(&settings.tokens);
-        let token = issuer
-            .issue(
-                &self.principal,
-                now_ms / 1000,
-                self.token_nonce,
-                self.authentications,
-            )
-            .map_err(|e| {
-                Refusal::new(RefusalKind::AuthFailed, format!("cannot issue token: {e}"))
-            })?;
+        let make = || {
+            let token = issuer
+                .issue(
+                    &self.principal,
+                    now_ms / 1000,
+                    self.token_nonce,
+                    self.authentications,
+                )
+                .map_err(|e| {
+                    Refusal::new(RefusalKind::AuthFailed, format!("cannot issue token: {e}"))
+                })?;
+            injected_requests(&settings.client_id, &token)
+        };
+        let bytes = match &self.token_cache {
+            Some(cache) => cache
+                .requests(&settings.client_id, &self.principal, now_ms, make)?
+                .to_vec(),
+            None => make()?,
+        };
         self.last_token = issuer.describe();
-        let bytes = injected_requests(&settings.client_id, &token)?;
         self.responses
             .hide_at(self.answered_requests, HANDSHAKE_CORRELATION_ID);
         self.responses

@@ -17,6 +17,7 @@ mod java_regex;
 mod kafka_rules;
 mod mapper;
 mod peer;
+mod pem;
 mod principal;
 mod spiffe;
 mod template;

@@ -5,7 +5,6 @@ use crate::java_dn;
 use crate::spiffe::{SpiffeId, SpiffeProblem};
 use std::fmt;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::pem::Pem;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Certificates larger than this are refused before parsing.
@@ -68,11 +67,8 @@ impl PeerIdentity {
     /// Reads the first `CERTIFICATE` block of a PEM text (e.g. `connection.peer_certificate`).
     pub fn from_pem(pem: &[u8]) -> Result<PeerIdentity, IdentityError> {
         check_size(pem.len())?;
-        for block in Pem::iter_from_buffer(pem) {
-            let block = block.map_err(|e| match e {
-                x509_parser::error::PEMError::MissingHeader => IdentityError::NoCertificate,
-                other => IdentityError::Pem(other.to_string()),
-            })?;
+        for block in crate::pem::blocks(pem) {
+            let block = block.map_err(|e| IdentityError::Pem(e.to_string()))?;
             if block.label == "CERTIFICATE" {
                 return PeerIdentity::from_der(&block.contents);
             }

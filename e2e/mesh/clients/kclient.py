@@ -17,7 +17,7 @@ import struct
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
                                    NewTopic, ResourcePatternType, ResourceType)
 
@@ -110,6 +110,27 @@ def admin(a):
             for f in client.create_acls(bindings, request_timeout=30).values():
                 f.result(timeout=60)
             out.append(len(bindings))
+        elif kind == "elect_preferred":
+            # As kafka-leader-election.sh --election-type PREFERRED does: each partition of
+            # op["topic"] (of every topic without one) back to its preferred leader (a broker that
+            # was slow or restarted may have lost leadership).
+            from confluent_kafka import ElectionType, TopicPartition  # noqa: PLC0415
+            parts = None
+            if op.get("topic"):
+                md = client.list_topics(op["topic"], timeout=30)
+                parts = [TopicPartition(op["topic"], p) for p in md.topics[op["topic"]].partitions]
+            try:
+                result = client.elect_leaders(ElectionType.PREFERRED, parts).result(timeout=60)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.ELECTION_NOT_NEEDED:
+                    raise
+                result = {}
+            # Per partition: None, or the error (a KafkaError; a KafkaException in some versions).
+            errors = {tp: err.args[0] if isinstance(err, KafkaException) else err for tp, err in result.items()}
+            # The partitions not led by their preferred leader yet, and why (e.g.
+            # PREFERRED_LEADER_NOT_AVAILABLE while that replica catches up): the caller retries.
+            out.append({f"{tp.topic}-{tp.partition}": err.name() for tp, err in errors.items()
+                        if err is not None and err.code() != KafkaError.ELECTION_NOT_NEEDED})
         elif kind == "brokers":
             out.append(sorted(client.list_topics(timeout=30).brokers))
         elif kind == "describe_acls":
@@ -122,16 +143,6 @@ def admin(a):
             out.append({"leaders": {p.id: p.leader for p in t.partitions.values()},
                         "isrs": {p.id: p.isrs for p in t.partitions.values()},
                         "error": t.error.name() if t.error else None})
-        elif kind == "elect_preferred_leaders":
-            # After a restart of the brokers: every partition back to its preferred leader.
-            from confluent_kafka import ElectionType  # noqa: PLC0415
-            result = client.elect_leaders(ElectionType.PREFERRED, None).result(timeout=60)
-            # Per partition: None, or the error (a KafkaError; a KafkaException in some versions).
-            errors = {tp: err.args[0] if isinstance(err, KafkaException) else err for tp, err in result.items()}
-            # The partitions not led by their preferred leader yet, and why (e.g.
-            # PREFERRED_LEADER_NOT_AVAILABLE while that replica catches up): the caller retries.
-            out.append({f"{tp.topic}-{tp.partition}": err.name() for tp, err in errors.items()
-                        if err is not None and err.code() != KafkaError.ELECTION_NOT_NEEDED})
         elif kind == "describe_group":
             g = client.describe_consumer_groups([op["group"]])[op["group"]].result(timeout=30)
             out.append({"coordinator": g.coordinator.id, "state": str(g.state), "members": len(g.members)})

@@ -3,7 +3,7 @@ group member, each on long-lived connections, for a bounded time. Runs inside a 
 (PLAINTEXT: the sidecar does mTLS) or against the local stack (TLS settings given as -X).
 
     workload.py produce BOOTSTRAP TOPIC --seconds S --rate R --prefix P --out FILE [-X k=v ...]
-    workload.py consume BOOTSTRAP TOPIC --seconds S --group G --prefix P --out FILE [-X k=v ...]
+    workload.py consume BOOTSTRAP TOPIC --seconds S --group G --prefix P --out FILE [--want-file F] [-X k=v ...]
     workload.py readback BOOTSTRAP TOPIC --prefix P --group G --out FILE [-X k=v ...]
 
 `produce` writes records `<prefix>-<n>` and records when each was acknowledged; `consume`
@@ -16,6 +16,8 @@ Progress timestamps let the test compute how long the clients made no progress d
 import argparse
 import hashlib
 import json
+import logging
+import os
 import signal
 import sys
 import threading
@@ -36,26 +38,37 @@ def settings(a, **base):
     return conf
 
 
-class Links:
-    """librdkafka's log lines about connections that went down (errors and log callback)."""
+class Links(logging.Handler):
+    """Every connection librdkafka saw go down: its log lines (log.connection.close is on by
+    default) and transport errors from error_cb, with the time they were seen."""
 
-    def __init__(self):
+    PATTERNS = ("Disconnected", "Connection reset", "Connection refused", "Connect to", "failed:")
+
+    def __init__(self, name):
+        super().__init__()
         self.events = []
+        self.logger = logging.getLogger(f"rdkafka-{name}")
+        self.logger.addHandler(self)
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+
+    def emit(self, record):
+        text = record.getMessage()
+        if any(p in text for p in self.PATTERNS):
+            self.events.append([round(time.time(), 3), text[:240]])
 
     def error(self, err):
         self.events.append([round(time.time(), 3), f"error: {err}"])
 
-    def log(self, record):
-        text = record if isinstance(record, str) else str(record)
-        if "Disconnected" in text or "Connection reset" in text or "Connect to" in text:
-            self.events.append([round(time.time(), 3), text[:200]])
+    def settings(self):
+        return {"error_cb": self.error, "logger": self.logger}
 
 
 def produce(a):
-    links = Links()
+    links = Links("producer")
     acked, failed = {}, {}
     p = Producer(settings(a, **{"acks": "all", "enable.idempotence": True, "linger.ms": 5,
-                                "message.timeout.ms": 120000, "error_cb": links.error}))
+                                "message.timeout.ms": 120000, **links.settings()}))
     n, t0 = 0, time.time()
     interval = 1.0 / a.rate
     deadline = t0 + a.seconds
@@ -77,13 +90,18 @@ def produce(a):
 
 
 def consume(a):
-    links = Links()
+    links = Links("consumer")
     c = Consumer(settings(a, **{"group.id": a.group, "auto.offset.reset": "earliest", "enable.auto.commit": True,
-                                "isolation.level": "read_committed", "error_cb": links.error}))
+                                "isolation.level": "read_committed", **links.settings()}))
     c.subscribe([a.topic])
     seen, times, errors = set(), [], []
     deadline = time.time() + a.seconds
+    want = None
     while time.time() < deadline and not stop.is_set():
+        if want is None and a.want_file and os.path.exists(a.want_file):
+            want = int(open(a.want_file).read())
+        if want is not None and len(seen) >= want:
+            break
         m = c.poll(0.5)
         if m is None:
             continue
@@ -132,6 +150,7 @@ def main(argv):
     p.add_argument("--seconds", type=float, default=60), p.add_argument("--rate", type=float, default=20)
     p.add_argument("--prefix", required=True), p.add_argument("--group", default="orders-readers")
     p.add_argument("--out", required=True), p.add_argument("-X", action="append", default=[])
+    p.add_argument("--want-file", help="consume: stop once this file exists and that many records were read")
     a = p.parse_args(argv)
     if not 0 < a.seconds <= 7200 or not 0 < a.rate <= 10000:
         p.error("--seconds must be in (0, 7200] and --rate in (0, 10000]: the workload is bounded")

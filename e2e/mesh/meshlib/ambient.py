@@ -428,18 +428,15 @@ class Ambient:
         for b in m.brokers:
             extra = broker_settings(b.pod.name) if ambient else None
             (b.dir / "server.properties").write_text(broker_properties(b.index, b.dir / "data", extra))
-            offset = b.log.stat().st_size if b.log.exists() else 0
             b.stop()
             b.start()
-            wait_for(f"kafka broker {b.index} started again (log {b.log})",
-                     lambda b=b, offset=offset: "Kafka Server started" in _read_from(b.log, offset), 180,
-                     procs=[b.proc])
+            b.wait_started()
         wait_for("the brokers' metadata to show all three", m._three_brokers, 120,
                  procs=[b.proc for b in m.brokers])
         # A restart moves partition leadership; the passes expect every broker to lead a
         # partition of the topic, as before. Preferred leaders once they have caught up.
         deadline = time.monotonic() + 90
-        while left := m.admin({"op": "elect_preferred_leaders"})[0]:
+        while left := m.admin({"op": "elect_preferred"})[0]:
             if time.monotonic() > deadline:
                 raise MeshError(f"partitions without their preferred leader 90 s after the restart: {left}")
             for b in m.brokers:
@@ -477,7 +474,6 @@ class Ambient:
         """Back to sidecar mode: no waypoint, broker sidecars without HBONE, brokers advertising
         their headless names, the bootstrap Service without the waypoint label. Every step is
         tried even if one before it failed (a half-restored mesh fails every later pass)."""
-        m = self.mesh
         errors = []
 
         def step(name, fn, *args):
@@ -516,12 +512,6 @@ class Ambient:
             m.kube.kubectl("label", "service", "kafka", "-n", KAFKA_NS, "istio.io/use-waypoint-",
                            what="remove the waypoint label from Service kafka")
         self.overlay_dirs = []
-
-
-def _read_from(path, offset):
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
 
 
 def waypoint_chains(waypoint, port=topology.CLIENT_PORT):

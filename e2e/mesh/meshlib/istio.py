@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from .procs import MeshError, Proc, run, wait_for
+from .topology import AUTHZ_PORT, AUTHZ_PROVIDER
 
 PROXY_UID = 1337
 ISTIOD_GRPC_PORT = 15010
@@ -37,7 +38,10 @@ class Istiod:
     def mesh_config(self):
         # No metrics providers: upstream Envoy lacks istio.stats (see docs/deploy.md).
         return {"trustDomain": "cluster.local", "rootNamespace": "istio-system",
-                "defaultConfig": {"discoveryAddress": self.address, "controlPlaneAuthPolicy": "NONE"}}
+                "defaultConfig": {"discoveryAddress": self.address, "controlPlaneAuthPolicy": "NONE"},
+                # For AuthorizationPolicies with action CUSTOM (ext_authz ahead of our filter).
+                "extensionProviders": [{"name": AUTHZ_PROVIDER, "envoyExtAuthzGrpc": {
+                    "service": "ext-authz.authz.svc.cluster.local", "port": AUTHZ_PORT, "timeout": "10s"}}]}
 
     def start(self):
         (self.dir / "etc/istio/config").mkdir(parents=True, exist_ok=True)
@@ -80,6 +84,13 @@ class Istiod:
     def log_lines(self, *needles):
         text = self.proc.log.read_text(errors="replace") if self.proc else ""
         return [ln for ln in text.splitlines() if all(n in ln for n in needles)]
+
+    def connected_proxies(self):
+        """How many proxies hold an xDS connection to istiod (its /debug/connections)."""
+        try:
+            return int(json.loads(self.debug("connections")).get("totalClients", 0))
+        except (OSError, ValueError):
+            return 0
 
     def debug(self, path):
         with urllib.request.urlopen(f"http://{ISTIOD_HTTP}/debug/{path}", timeout=10) as r:
@@ -194,6 +205,13 @@ class Sidecar:
         if r.returncode != 0:
             raise MeshError(f"Envoy admin /{path} in pod {self.pod.name} failed: {r.stderr.strip()} "
                             f"(sidecar log: {self.proc.log if self.proc else '-'})")
+        return r.stdout
+
+    def admin_post(self, path, timeout=20):
+        r = subprocess.run([*self.pod.exec_prefix(), "curl", "-sS", "-X", "POST", "--max-time", str(timeout),
+                            f"http://127.0.0.1:15000/{path}"], capture_output=True, text=True, timeout=timeout + 10)
+        if r.returncode != 0:
+            raise MeshError(f"Envoy admin POST /{path} in pod {self.pod.name} failed: {r.stderr.strip()}")
         return r.stdout
 
     def prometheus(self):

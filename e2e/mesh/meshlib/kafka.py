@@ -4,7 +4,6 @@ CONTROLLER 9093 through the sidecars) plus what a StatefulSet would add per pod.
 
 import re
 import uuid
-from pathlib import Path
 
 from .procs import Proc, run, wait_for
 from .topology import (BROKERS, CONTROLLER_PORT, HEADLESS, KAFKA_NS, REPO, broker_name)
@@ -63,6 +62,7 @@ class Broker:
         self.mesh = mesh
         self.dir = pod.dir / "kafka"
         self.proc = None
+        self.starts_before = 0
 
     @property
     def log(self):
@@ -81,6 +81,8 @@ class Broker:
              "--ignore-formatted"], f"kafka storage format for broker {self.index}")
 
     def start(self):
+        # A restarted broker logs "started" again in the same file: wait for one more.
+        self.starts_before = self._starts()
         self.proc = Proc(f"kafka broker {self.index} (pod {self.pod.name})", [
             *self.pod.exec_prefix(), "java", "-Xmx384m", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.dir / 'logs'}",
@@ -89,11 +91,14 @@ class Broker:
             "kafka.Kafka", self.dir / "server.properties"], self.dir / "stdout.log").start()
         return self
 
-    def started(self):
+    def _starts(self):
         try:
-            return "Kafka Server started" in self.log.read_text(errors="replace")
+            return self.log.read_text(errors="replace").count("Kafka Server started")
         except OSError:
-            return False
+            return 0
+
+    def started(self):
+        return self._starts() > self.starts_before
 
     def wait_started(self, timeout=180):
         wait_for(f"kafka broker {self.index} started (log {self.log})", self.started, timeout, procs=[self.proc])
@@ -121,5 +126,3 @@ def admin_client_conf(broker_index=0):
             "sasl.mechanisms": "OAUTHBEARER", "enable.sasl.oauthbearer.unsecure.jwt": True,
             "sasl.oauthbearer.config": f"principal={SUPER_USER}"}
 
-
-Path  # (re-exported for type hints in callers)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .procs import MeshError, Proc, run, wait_for
+from .procs import Proc, run, wait_for
 
 API_PORT = 6443
 

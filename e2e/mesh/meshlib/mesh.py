@@ -1,10 +1,8 @@
 """The whole mesh: brings every part up in order, applies our manifests as a user would, and
 tears everything down again (also after a failure)."""
 
-import gzip
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from . import topology
-from .istio import PROXY_UID, Istiod, Sidecar
-from .kafka import Broker, admin_client_conf, broker_fqdn, new_cluster_id
+from .istio import Istiod, Sidecar
+from .kafka import Broker, admin_client_conf, new_cluster_id
 from .kube import Kube, endpoint_slice
 from .network import NODE_IP, Network
 from .procs import MeshError, Proc, run, wait_for
@@ -27,6 +25,8 @@ ISSUE_CERT = REPO / "e2e" / "local" / "issue_cert.py"
 WASM_MOUNT = "/var/local/lib/kafka-identity"
 REGISTRY_HOST = f"registry.registry.svc.cluster.local:{topology.REGISTRY_PORT}"
 CLIENT_ENVOY, CLIENT_ISTIO = "1.40.0", "1.31.0"
+AUTHZ_SERVER = REPO / "e2e" / "tests" / "authz_server.py"
+AUTHZ_DELAY = 0.5   # seconds each check is held: clients pipeline while ext_authz pauses
 
 
 class Mesh:
@@ -45,6 +45,7 @@ class Mesh:
         self.sidecars = {}
         self.brokers = []
         self.registry = None
+        self.authz = None
         self.applied = []        # kustomize directories applied, newest last
         self.timings = {}
         # Parts added while the mesh runs (e.g. meshlib/ambient.py): stopped first on
@@ -101,6 +102,7 @@ class Mesh:
         self._timed("pods", self._pods)
         self._timed("sidecars", self._sidecars, broker_envoy, broker_istio)
         self._timed("registry", self._registry)
+        self._timed("ext-authz", self._ext_authz)
         self._timed("kafka", self._kafka)
 
     def _cluster_objects(self):
@@ -196,6 +198,14 @@ class Mesh:
         wait_for("OCI registry /v2/", lambda: _http_ok(f"http://{pod.ip}:{topology.REGISTRY_PORT}/v2/"), 60,
                  procs=[self.registry])
 
+    def _ext_authz(self):
+        pod = self.pods["ext-authz-0"]
+        self.authz = Proc("ext_authz server (pod ext-authz-0)",
+                          [*pod.exec_prefix(), self.python, AUTHZ_SERVER, pod.ip, topology.AUTHZ_PORT, AUTHZ_DELAY],
+                          pod.dir / "authz.log").start()
+        wait_for("ext_authz server listening", lambda: "allowing every check" in _read(self.authz.log), 30,
+                 procs=[self.authz])
+
     def push_wasm_image(self):
         """`make oci` then `scripts/oci-image push`, from inside a broker pod's network (plain
         HTTP registry); returns the manifest digest to put in the WasmPlugin's sha256."""
@@ -231,17 +241,16 @@ class Mesh:
 
     # ---- deliveries ---------------------------------------------------------------------
     def publish_wasm_configmap(self):
-        """The ConfigMap of the file deliveries, made as docs/deploy.md says, then what the init
-        container of deploy/istio/broker/wasm-file-volume.patch.yaml does with it."""
-        gz = self.state / "kafka_identity_filter.wasm.gz"
-        gz.write_bytes(gzip.compress(WASM.read_bytes(), 9, mtime=0))
+        """The ConfigMap of the file deliveries, made as docs/deploy.md says, then what the
+        kubelet's ConfigMap volume of deploy/istio/broker/wasm-file-volume.patch.yaml shows
+        istio-proxy: the .wasm itself (make wasm keeps it under a ConfigMap's 1 MiB)."""
         manifest = self.kube.kubectl("create", "configmap", "kafka-identity-wasm", "-n", "kafka",
-                                     f"--from-file=kafka_identity_filter.wasm.gz={gz}", "--dry-run=client",
+                                     f"--from-file=kafka_identity_filter.wasm={WASM}", "--dry-run=client",
                                      "-o", "yaml")
         self.kube.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, what="ConfigMap kafka-identity-wasm")
         data = self.kube.get_json("configmap", "kafka-identity-wasm", "-n", "kafka")["binaryData"]
         import base64
-        module = gzip.decompress(base64.b64decode(data["kafka_identity_filter.wasm.gz"]))
+        module = base64.b64decode(data["kafka_identity_filter.wasm"])
         for pod in self.broker_pods():
             vol = pod.dir / "volumes" / "kafka-identity-wasm"
             tmp = vol / "kafka_identity_filter.wasm.tmp"
@@ -257,20 +266,26 @@ class Mesh:
         self.kube.kubectl("delete", "-k", path, "--ignore-not-found", what=f"kubectl delete -k {path}")
         self.applied = [p for p in self.applied if p != Path(path)]
 
-    def oci_overlay(self, digest, base="wasmplugin-oci"):
-        """A user's own overlay of deploy/istio/overlays/<base> (an oci:// WasmPlugin): only url
-        and sha256."""
-        d = self.state / "overlays" / base
+    def oci_overlay(self, digest, plugin_config=None, base="wasmplugin-oci"):
+        """A user's own overlay of deploy/istio/overlays/<base> (an oci:// WasmPlugin): url and
+        sha256, and optionally fields of pluginConfig (merged over the shipped one)."""
+        name = base if not plugin_config else base + "-" + "-".join(
+            f"{k}-{v}" for k, v in sorted(plugin_config.items()))
+        d = self.state / "overlays" / name
         d.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(REPO / "deploy" / "istio" / "overlays" / base, d)
+        ops = [{"op": "replace", "path": "/spec/url",
+                "value": f"oci://{REGISTRY_HOST}/kafka-identity/kafka-identity-wasm:mesh"},
+               {"op": "replace", "path": "/spec/sha256", "value": digest}]
+        ops += [{"op": "add", "path": f"/spec/pluginConfig/{k}", "value": v}
+                for k, v in sorted((plugin_config or {}).items())]
+        # By kind, not name: each overlay has one WasmPlugin (the waypoint's is named
+        # kafka-identity-waypoint).
         (d / "kustomization.yaml").write_text(yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "resources": [rel],
             "patches": [{"target": {"kind": "WasmPlugin"},
-                         "patch": yaml.safe_dump([
-                             {"op": "replace", "path": "/spec/url",
-                              "value": f"oci://{REGISTRY_HOST}/kafka-identity/kafka-identity-wasm:mesh"},
-                             {"op": "replace", "path": "/spec/sha256", "value": digest}])}]}, sort_keys=False))
+                         "patch": yaml.safe_dump(ops)}]}, sort_keys=False))
         return d
 
     # ---- tear-down ------------------------------------------------------------------------
@@ -278,7 +293,8 @@ class Mesh:
         errors = []
         for step in (list(reversed(self.teardown_hooks)) + [b.stop for b in self.brokers]
                      + [s.stop for s in self.sidecars.values()]
-                     + [lambda: self.registry and self.registry.stop(), self.istiod.stop, self.kube.down,
+                     + [lambda: self.registry and self.registry.stop(), lambda: self.authz and self.authz.stop(),
+                        self.istiod.stop, self.kube.down,
                         self.net.down]):
             try:
                 step()
@@ -298,8 +314,17 @@ class Mesh:
             out[f"kafka broker {b.index}"] = b.log
         if self.registry:
             out["registry"] = self.registry.log
+        if self.authz:
+            out["ext_authz server"] = self.authz.log
         out.update(self.extra_logs)
         return out
+
+
+def _read(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _http_ok(url):
@@ -310,5 +335,3 @@ def _http_ok(url):
     except OSError:
         return False
 
-
-shutil, PROXY_UID  # used by callers through this module

@@ -14,6 +14,8 @@ HEADLESS = "kafka-headless"
 BROKER_LABELS = {"app.kubernetes.io/name": "kafka"}
 CLIENT_PORT, CONTROLLER_PORT, INTERNAL_PORT = 9092, 9093, 9094
 REGISTRY_PORT = 5000
+AUTHZ_PORT = 9000
+AUTHZ_PROVIDER = "kafka-ext-authz"   # meshConfig extensionProviders name (CUSTOM policies)
 
 
 @dataclass
@@ -86,6 +88,9 @@ def pods():
         # The OCI registry pilot-agent pulls the WasmPlugin image from.
         Pod("registry-0", "registry", "registry", {"app": "registry"}, sidecar=False, ports=[REGISTRY_PORT],
             hostname="registry-0", subdomain="registry", workload="registry"),
+        # An external authorization server (Istio CUSTOM action), deliberately slow.
+        Pod("ext-authz-0", "authz", "ext-authz", {"app": "ext-authz"}, sidecar=False, ports=[AUTHZ_PORT],
+            workload="ext-authz"),
     ]
     return out
 
@@ -97,6 +102,7 @@ def services():
         Service(HEADLESS, KAFKA_NS, [("tcp-client", CLIENT_PORT), ("tcp-controller", CONTROLLER_PORT),
                                      ("tcp-internal", INTERNAL_PORT)], BROKER_LABELS, headless=True),
         Service("registry", "registry", [("http-registry", REGISTRY_PORT)], {"app": "registry"}, headless=True),
+        Service("ext-authz", "authz", [("grpc", AUTHZ_PORT)], {"app": "ext-authz"}),
     ]
 
 

@@ -103,3 +103,40 @@ def wait_until(what, pred, timeout=60, interval=0.5):
         if time.monotonic() > deadline:
             raise MeshError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+class Checks:
+    """The assertions a pass made, each with the seconds it took."""
+
+    def __init__(self, into):
+        self.into = into
+        self.t = time.monotonic()
+
+    def append(self, text):
+        now = time.monotonic()
+        self.into.append(f"{text} [{now - self.t:.1f} s]")
+        self.t = now
+
+
+def spread_leaders(mesh, topic):
+    """The topic's partition leaders once they are on all three brokers (preferred leader
+    election: a broker that was slow or restarted may have lost leadership)."""
+    def spread():
+        found = mesh.admin({"op": "elect_preferred", "topic": topic}, {"op": "describe_topic", "topic": topic})[1]
+        return found["leaders"] if sorted(set(found["leaders"].values())) == [0, 1, 2] else None
+    return wait_until("partition leaders on all three brokers (preferred leader election)", spread, 60, interval=2)
+
+
+def write_every_partition(mesh, pod, bootstrap, topic, prefix, principal, marks, per_partition=5):
+    """kcat in `pod` writes `per_partition` records `<prefix>-p<partition>-<i>` to each partition
+    (each led by another broker); each leader's authorizer must allow WRITE for `principal`."""
+    leaders = spread_leaders(mesh, topic)
+    for partition in sorted(leaders, key=int):
+        r = mesh.exec(pod, ["kcat", "-b", bootstrap, "-P", "-t", topic, "-p", partition,
+                            "-X", "acks=all", "-X", "message.timeout.ms=30000"],
+                      input="".join(f"{prefix}-p{partition}-{i}\n" for i in range(per_partition)), timeout=60)
+        assert r.returncode == 0, r.stderr
+    for partition, leader in leaders.items():
+        assert marks[leader].wait_for(*authz(principal, "Allowed", "WRITE", f"Topic:LITERAL:{topic}")), \
+            f"broker {leader} (leader of partition {partition}) logged no allowed WRITE for {principal}"
+    return leaders

@@ -14,27 +14,17 @@ import uuid
 import pytest
 import yaml
 
-from checks import (OUR_FILTER, LogMark, authz, ecds_filters, inbound_chains, prometheus_counter,
-                    rejected_updates, wait_any, wait_until)
+from checks import (OUR_FILTER, Checks, LogMark, authz, ecds_filters, inbound_chains, prometheus_counter,
+                    rejected_updates, wait_any, wait_until, write_every_partition)
 from conftest import CONSUMER, GROUP, PRODUCER, TOPIC
+from deliveries import BOOTSTRAP, our_chain_ok
 from meshlib.ambient import (HBONE_CLIENT_ENVOY, WAYPOINT_ENVOY, WAYPOINT_ID, WAYPOINT_ISTIO, Ambient,
                              waypoint_chains)
 from meshlib.topology import CLIENT_PORT, KAFKA_NS, REPO
 
-BOOTSTRAP = f"kafka.kafka.svc.cluster.local:{CLIENT_PORT}"
 SERVICES = ["kafka", "kafka-0", "kafka-1", "kafka-2"]
 PRODUCER_POD, CONSUMER_POD = "amb-producer", "amb-consumer"
 RECORD = {"checks": [], "chain": None}
-
-
-class Checks:
-    def __init__(self):
-        self.t = time.monotonic()
-
-    def append(self, text):
-        now = time.monotonic()
-        RECORD["checks"].append(f"{text} [{now - self.t:.1f} s]")
-        self.t = now
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +54,6 @@ def ambient(mesh):
     print("\n[ambient] timings (s): " + ", ".join(f"{k} {v}" for k, v in a.timings.items()))
 
 
-def our_chain_ok(filters):
-    return len(filters) >= 2 and filters[-1] == "envoy.filters.network.tcp_proxy" and OUR_FILTER.search(filters[-2])
-
-
 def rbac_denied(sidecar):
     """Connections the sidecar's RBAC filters refused, by counter (virtualInbound's chains and
     the HBONE listener's main_internal)."""
@@ -83,7 +69,7 @@ def refused_by_rbac(sidecar, before, what):
 
 
 def test_waypoint_runs_our_filter_last_before_tcp_proxy(mesh, ambient):
-    passed = Checks()
+    passed = Checks(RECORD["checks"])
     wp = ambient.waypoint
     def loaded():
         # The chain names the ECDS filter at once; the module is in it only once pilot-agent
@@ -125,7 +111,7 @@ def test_waypoint_runs_our_filter_last_before_tcp_proxy(mesh, ambient):
 
 
 def test_ambient_clients_get_their_own_principals(mesh, ambient):
-    passed = Checks()
+    passed = Checks(RECORD["checks"])
     run = f"ambient-{uuid.uuid4().hex[:6]}"
     marks = {b.index: LogMark(b.authorizer_log) for b in mesh.brokers}
     waypoint_log = LogMark(ambient.waypoint.proc.log)
@@ -137,17 +123,8 @@ def test_ambient_clients_get_their_own_principals(mesh, ambient):
     assert advertised == [f"kafka-{i}.kafka.svc.cluster.local:9092" for i in range(3)], md
     passed.append(f"metadata through the waypoint: brokers advertise their own Services ({', '.join(advertised)})")
 
-    leaders = mesh.admin({"op": "describe_topic", "topic": TOPIC})[0]["leaders"]
-    assert sorted(set(leaders.values())) == [0, 1, 2], f"partition leaders {leaders} do not cover every broker"
     per_partition = 5
-    for partition in sorted(leaders, key=int):
-        r = mesh.exec(PRODUCER_POD, ["kcat", "-b", BOOTSTRAP, "-P", "-t", TOPIC, "-p", partition,
-                                     "-X", "acks=all", "-X", "message.timeout.ms=30000"],
-                      input="".join(f"{run}-p{partition}-{i}\n" for i in range(per_partition)), timeout=60)
-        assert r.returncode == 0, r.stderr
-    for partition, leader in leaders.items():
-        assert marks[leader].wait_for(*authz(PRODUCER, "Allowed", "WRITE", f"Topic:LITERAL:{TOPIC}")), \
-            f"broker {leader} (leader of partition {partition}) logged no allowed WRITE for {PRODUCER}"
+    write_every_partition(mesh, PRODUCER_POD, BOOTSTRAP, TOPIC, run, PRODUCER, marks, per_partition)
     passed.append(f"ambient producer (kcat) wrote every partition; each leader's authorizer allowed WRITE for "
                   f"User:{PRODUCER}")
     got = mesh.kclient(CONSUMER_POD, "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", run,
@@ -204,7 +181,7 @@ def test_ambient_clients_get_their_own_principals(mesh, ambient):
 def test_a_brokers_9092_admits_only_the_waypoint(mesh, ambient):
     """Around the waypoint: what ztunnel at the brokers would refuse, enforced here by the brokers'
     sidecars from the same AuthorizationPolicy."""
-    passed = Checks()
+    passed = Checks(RECORD["checks"])
     broker = mesh.brokers[0]
     sc = mesh.sidecars[broker.pod.name]
     # Control: the same probe through the waypoint (to the broker's Service) gets Kafka's answer,
@@ -253,7 +230,7 @@ def test_the_clients_certificate_reaches_the_filter_in_the_waypoint(mesh, ambien
     hands the filter the client's whole certificate (for subject-DN rules). The filter requires
     it once configured and checks it is the tunnel peer's, so: configured without the
     set_filter_state, every client is refused; with it, clients are authenticated again."""
-    passed = Checks()
+    passed = Checks(RECORD["checks"])
     wp = ambient.waypoint
     target = f"kafka-0.{KAFKA_NS}.svc.cluster.local"
 

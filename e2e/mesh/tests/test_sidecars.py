@@ -6,66 +6,22 @@ Each pass asserts what the brokers did: the chain istiod generated, the ACL outc
 authorizer naming the client's SPIFFE principal, every broker serving clients, counters."""
 
 import json
+import re
 import time
 import uuid
 
 import pytest
 import yaml
 
-from checks import (OUR_FILTER, PEER_CERT_FILTER, LogMark, authz, ecds_filters, inbound_chains,
-                    prometheus_counter, rejected_updates, wait_any, wait_until)
+from checks import (OUR_FILTER, PEER_CERT_FILTER, Checks, LogMark, authz, ecds_filters, inbound_chains,
+                    prometheus_counter, rejected_updates, wait_any, wait_until, write_every_partition)
 from conftest import CONSUMER, GROUP, PRODUCER, TOPIC
+from deliveries import BOOTSTRAP, DELIVERIES, PROXIES, deliver, our_chain_ok
 from meshlib.mesh import REPO
-from meshlib.topology import CLIENT_PORT, CONTROLLER_PORT, INTERNAL_PORT
+from meshlib.topology import AUTHZ_PROVIDER, CLIENT_PORT, CONTROLLER_PORT, INTERNAL_PORT
 
-BOOTSTRAP = f"kafka.kafka.svc.cluster.local:{CLIENT_PORT}"
-PROXIES = {"1.30": ("1.38.2", "1.30.3"), "1.31": ("1.40.0", "1.31.0")}
-DELIVERIES = ("envoyfilter", "wasmplugin-file", "wasmplugin-oci")
 PASSES = [(v, d) for v in PROXIES for d in DELIVERIES]
 RESULTS = {}   # (proxy, delivery) -> {"chain": ..., "checks": [...]}
-
-
-def overlay_dir(mesh, delivery):
-    if delivery == "wasmplugin-oci":
-        if not getattr(mesh, "oci_digest", None):
-            mesh.oci_digest = mesh.push_wasm_image()
-        return mesh.oci_overlay(mesh.oci_digest)
-    return REPO / "deploy" / "istio" / "overlays" / delivery
-
-
-class Checks:
-    """The assertions a pass made, each with the seconds it took."""
-
-    def __init__(self, into):
-        self.into = into
-        self.t = time.monotonic()
-
-    def append(self, text):
-        now = time.monotonic()
-        self.into.append(f"{text} [{now - self.t:.1f} s]")
-        self.t = now
-
-
-def our_chain_ok(filters):
-    return len(filters) >= 2 and filters[-1] == "envoy.filters.network.tcp_proxy" and OUR_FILTER.search(filters[-2])
-
-
-def deliver(mesh, proxy, delivery):
-    """Broker sidecars on `proxy`, exactly one delivery applied, and every broker's 9092 chain
-    carrying our filter."""
-    envoy, istio = PROXIES[proxy]
-    brokers = [p.name for p in mesh.broker_pods()]
-    if mesh.sidecars[brokers[0]].envoy_version != envoy:
-        mesh.restart_sidecars(brokers, envoy, istio)
-    for applied in list(mesh.applied):
-        mesh.delete_kustomization(applied)
-    if delivery != "wasmplugin-oci":
-        mesh.publish_wasm_configmap()
-    mesh.apply_kustomization(overlay_dir(mesh, delivery))
-    for name in brokers:
-        wait_until(f"our filter in the 9092 chain of {name} ({delivery}, Istio {istio})",
-                   lambda n=name: any(our_chain_ok(c["filters"]) for c in inbound_chains(mesh.sidecars[n])),
-                   timeout=120)
 
 
 @pytest.mark.parametrize("proxy,delivery", PASSES, ids=[f"istio{v}-{d}" for v, d in PASSES])
@@ -108,17 +64,8 @@ def test_delivery(mesh, proxy, delivery):
     # -- ACL outcomes from plain clients ----------------------------------------------------------
     run = f"{proxy}-{delivery}-{uuid.uuid4().hex[:6]}"
     marks = {b.index: LogMark(b.authorizer_log) for b in mesh.brokers}
-    leaders = mesh.admin({"op": "describe_topic", "topic": TOPIC})[0]["leaders"]
-    assert sorted(set(leaders.values())) == [0, 1, 2], f"partition leaders {leaders} do not cover every broker"
     per_partition = 5
-    for partition in sorted(leaders, key=int):
-        r = mesh.exec("producer", ["kcat", "-b", BOOTSTRAP, "-P", "-t", TOPIC, "-p", partition,
-                                   "-X", "acks=all", "-X", "message.timeout.ms=30000"],
-                      input="".join(f"{run}-kcat-p{partition}-{i}\n" for i in range(per_partition)), timeout=60)
-        assert r.returncode == 0, r.stderr
-    for partition, leader in leaders.items():
-        assert marks[leader].wait_for(*authz(PRODUCER, "Allowed", "WRITE", f"Topic:LITERAL:{TOPIC}")), \
-            f"broker {leader} (leader of partition {partition}) logged no allowed WRITE for {PRODUCER}"
+    leaders = write_every_partition(mesh, "producer", BOOTSTRAP, TOPIC, f"{run}-kcat", PRODUCER, marks, per_partition)
     passed.append("producer (kcat) wrote every partition; each leader's authorizer allowed WRITE for "
                   f"User:{PRODUCER}")
     got = mesh.kclient("consumer", "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", f"{run}-kcat",
@@ -214,6 +161,55 @@ def test_authorization_policy_closes_access_and_keeps_our_filter_last(mesh):
                                           "--prefix", "policy-ok", "--want", "3", "--timeout", "15")["consumed"] == 3,
                      90)
     assert got
+
+
+def test_ext_authz_pauses_before_our_filter(mesh):
+    """An AuthorizationPolicy with action CUSTOM puts Istio's ext_authz filter into the 9092
+    chain; it holds each new connection until its (here deliberately slow) server answers,
+    while the client pipelines its first requests. Our filter stays the last one before
+    tcp_proxy, so it never sees its own injected requests again (docs/design.md, "Placement"):
+    every client works, with no protocol error and no client-SASL refusal."""
+    deliver(mesh, "1.31", "wasmplugin-oci")
+    policy = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+              "metadata": {"name": "ext-authz-client-port", "namespace": "kafka"},
+              "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "kafka"}}, "action": "CUSTOM",
+                       "provider": {"name": AUTHZ_PROVIDER},
+                       "rules": [{"to": [{"operation": {"ports": ["9092"]}}]}]}}
+
+    def total(name):
+        return sum(prometheus_counter(mesh.sidecars[b.pod.name], f"kafka_identity_{name}") or 0 for b in mesh.brokers)
+
+    mesh.kube.apply([policy], "AuthorizationPolicy ext-authz-client-port (CUSTOM)")
+    try:
+        for b in mesh.brokers:
+            def authz_first(sc=mesh.sidecars[b.pod.name]):
+                chains = inbound_chains(sc)
+                return chains and all("envoy.filters.network.ext_authz" in c["filters"] and our_chain_ok(c["filters"])
+                                      for c in chains) and chains
+            chains = wait_until(f"ext_authz in the 9092 chain of {b.pod.name}", authz_first, timeout=90)
+            print(f"\n[{b.pod.name}, with a CUSTOM policy] 9092 chain: {' -> '.join(chains[0]['filters'])}")
+        before = {n: total(n) for n in ("authenticated", "protocol_errors", "rejected_client_sasl")}
+        checks_before = _authz_checks(mesh)
+        run = f"authz-{uuid.uuid4().hex[:6]}"
+        r = mesh.exec("producer", ["kcat", "-b", BOOTSTRAP, "-P", "-t", TOPIC, "-X", "acks=all"],
+                      input="".join(f"{run}-{i}\n" for i in range(6)), timeout=90)
+        assert r.returncode == 0, r.stderr
+        got = mesh.kclient("consumer", "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", run,
+                           "--want", "6", "--timeout", "60")
+        assert got["consumed"] == 6, got
+        after = {n: total(n) for n in before}
+        assert after["authenticated"] > before["authenticated"], (before, after)
+        assert after["protocol_errors"] == before["protocol_errors"], (before, after)
+        assert after["rejected_client_sasl"] == before["rejected_client_sasl"], (before, after)
+        assert wait_until("the ext_authz server answering checks", lambda: _authz_checks(mesh) > checks_before, 30)
+    finally:
+        mesh.kube.kubectl("delete", "authorizationpolicy", "ext-authz-client-port", "-n", "kafka", "--ignore-not-found")
+
+
+def _authz_checks(mesh):
+    """Checks the ext_authz server has answered so far (it logs its count every 5 s)."""
+    counts = re.findall(r"authz: (\d+) checks answered", mesh.authz.log.read_text(errors="replace"))
+    return int(counts[-1]) if counts else 0
 
 
 def test_summary(mesh):

@@ -1,0 +1,291 @@
+"""Faults on the mesh, under a steady workload: a broker killed, a rolling restart, a broker's
+sidecar restarted, istiod away, a new filter configuration pushed by istiod. Each asserts what
+the broker and the clients saw: nothing acknowledged was lost, nothing duplicated (count and
+checksum over a read_committed read-back), every new connection authenticated as the right
+principal; and it records how long the clients made no progress (docs/reliability.md).
+
+The workload is an idempotent producer (acks=all) in the producer pod and a consumer group
+member in the consumer pod, plain Kafka clients behind their own sidecars
+(e2e/mesh/clients/workload.py). Figures of each run are appended to
+e2e/.state/mesh/reliability.jsonl."""
+
+import json
+import os
+import re
+import time
+import uuid
+
+import pytest
+
+from checks import LogMark, authz, prometheus_counter, wait_until
+from conftest import CONSUMER, PRODUCER
+from deliveries import BOOTSTRAP, deliver
+from meshlib.mesh import REPO
+from meshlib.procs import Proc
+
+TOPIC, GROUP = "events", "events-readers"
+WORKLOAD = REPO / "e2e" / "mesh" / "clients" / "workload.py"
+RATE = float(os.environ.get("KAFKA_IDENTITY_MESH_FAULT_RATE", "40"))     # records per second
+# How often the broker and sidecar faults repeat (make e2e-mesh-faults: spread for the docs).
+REPEATS = range(int(os.environ.get("KAFKA_IDENTITY_MESH_FAULT_REPEATS", "1")))
+
+
+def record(mesh, scenario, figures):
+    with open(mesh.state / "reliability.jsonl", "a") as f:
+        f.write(json.dumps(dict(figures, scenario=scenario, at=time.strftime("%Y-%m-%dT%H:%M:%SZ"))) + "\n")
+    print(f"\n[{scenario}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+@pytest.fixture(scope="module")
+def faults(mesh):
+    """The topic and ACLs of these tests, and the recommended delivery (WasmPlugin oci://) on
+    Istio 1.31 proxies."""
+    bindings = [{"type": "TOPIC", "name": TOPIC, "principal": f"User:{PRODUCER}", "operation": op}
+                for op in ("WRITE", "DESCRIBE")]
+    bindings += [{"type": "TOPIC", "name": TOPIC, "principal": f"User:{CONSUMER}", "operation": op}
+                 for op in ("READ", "DESCRIBE")]
+    bindings.append({"type": "GROUP", "name": GROUP, "principal": f"User:{CONSUMER}", "operation": "READ"})
+    mesh.admin({"op": "create_topic", "topic": TOPIC, "partitions": 3, "replication": 3,
+                "config": {"min.insync.replicas": "2"}}, {"op": "acls", "bindings": bindings})
+    deliver(mesh, "1.31", "wasmplugin-oci")
+    return mesh
+
+
+class Workload:
+    """Producer and consumer, each on long-lived connections, for `seconds`."""
+
+    def __init__(self, mesh, name, seconds):
+        self.mesh, self.name = mesh, name
+        self.prefix = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.dir = mesh.state / "faults" / self.prefix
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.seconds = seconds
+        self.procs = {}
+
+    def _proc(self, pod, mode, seconds, *extra):
+        p = self.mesh.pods[pod]
+        out = self.dir / f"{mode}.json"
+        return Proc(f"{mode} workload in pod {pod}", [
+            *p.exec_prefix(), self.mesh.python, WORKLOAD, mode, BOOTSTRAP, TOPIC, "--seconds", seconds,
+            "--prefix", self.prefix, "--group", GROUP, "--out", out, *extra], self.dir / f"{mode}.log")
+
+    def start(self):
+        self.procs["consume"] = self._proc("consumer", "consume", self.seconds + 60, "--want-file",
+                                           self.dir / "want").start()
+        time.sleep(3)   # the consumer joins its group first
+        self.procs["produce"] = self._proc("producer", "produce", self.seconds, "--rate", RATE).start()
+        self.t0 = time.time()
+        return self
+
+    def wait(self):
+        """Waits for the producer, then tells the consumer how many records were acknowledged:
+        it stops once it has read them all (or at its own deadline)."""
+        self.procs["produce"].popen.wait(timeout=self.seconds + 200)
+        produced = json.loads((self.dir / "produce.json").read_text())
+        (self.dir / "want.tmp").write_text(str(produced["acked"]))
+        os.replace(self.dir / "want.tmp", self.dir / "want")
+        self.procs["consume"].popen.wait(timeout=self.seconds + 120)
+        consumed = json.loads((self.dir / "consume.json").read_text())
+        return produced, consumed
+
+    def readback(self):
+        r = self.mesh.exec("consumer", [self.mesh.python, WORKLOAD, "readback", BOOTSTRAP, TOPIC, "--seconds", "60",
+                                        "--prefix", self.prefix, "--group", GROUP, "--out",
+                                        self.dir / "readback.json"], timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads((self.dir / "readback.json").read_text())
+
+
+def longest_gap(times, since, until=None):
+    """The longest time without progress in [since, until], counting from `since`."""
+    pts = sorted(t for t in times if t >= since and (until is None or t <= until))
+    if not pts:
+        return None
+    gaps = [pts[0] - since] + [b - a for a, b in zip(pts, pts[1:])]
+    return round(max(gaps), 2)
+
+
+def check_nothing_lost(produced, consumed, back):
+    assert produced["failed"] == 0 and produced["unflushed"] == 0, \
+        f"producer: {produced['failed']} failed ({produced['failures']}), {produced['unflushed']} unflushed"
+    assert back["complete"], "read-back did not reach the end of every partition"
+    assert back["duplicates"] == 0, f"{back['duplicates']} duplicated records in the read-back"
+    # Idempotent acks=all producer: every record it sent was acknowledged, so the read-back must
+    # hold exactly prefix-0 .. prefix-(sent-1).
+    assert back["unique"] == produced["sent"] == produced["acked"], \
+        f"sent {produced['sent']}, acknowledged {produced['acked']}, read back {back['unique']}"
+    assert consumed["consumed"] == produced["acked"], \
+        f"the consumer group member read {consumed['consumed']} of {produced['acked']} acknowledged records"
+
+
+def authenticated_total(mesh):
+    return sum(prometheus_counter(mesh.sidecars[b.pod.name], "kafka_identity_authenticated") or 0
+               for b in mesh.brokers)
+
+
+def auth_failures(mesh):
+    return sum(prometheus_counter(mesh.sidecars[b.pod.name], "kafka_identity_auth_failed") or 0
+               for b in mesh.brokers)
+
+
+def isr_full(mesh):
+    try:
+        isrs = mesh.admin({"op": "describe_topic", "topic": TOPIC})[0]["isrs"]
+    except Exception:  # noqa: BLE001 - a broker may be on its way up
+        return False
+    return all(len(v) == 3 for v in isrs.values())
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_broker_killed_and_restarted(faults, repeat):
+    mesh = faults
+    victim = mesh.brokers[1]
+    wl = Workload(mesh, "kill", seconds=45).start()
+    time.sleep(12)
+    auth_before, fails_before = authenticated_total(mesh), auth_failures(mesh)
+    victim_log = LogMark(victim.authorizer_log)
+    t_kill = time.time()
+    victim.kill()
+    time.sleep(10)
+    victim.start()
+    victim.wait_started()
+    t_back = time.time()
+    produced, consumed = wl.wait()
+    back = wl.readback()
+    check_nothing_lost(produced, consumed, back)
+    wait_until("all replicas back in sync", lambda: isr_full(mesh), 120)
+    # The restarted broker's new connections were authenticated as the clients' principals.
+    assert victim_log.wait_for(*authz(PRODUCER, "Allowed", "WRITE", f"Topic:LITERAL:{TOPIC}"), timeout=30) or \
+        victim_log.wait_for(f"User:{CONSUMER} is Allowed", timeout=5), \
+        f"the restarted broker {victim.index} logged no request of the clients' principals"
+    assert authenticated_total(mesh) > auth_before and auth_failures(mesh) == fails_before
+    # The clients did see the broker go (this is what makes "no link events" elsewhere meaningful).
+    assert produced["links"] or consumed["links"], "the clients logged no lost connection when a broker died"
+    figures = {"records": produced["sent"], "lost": produced["sent"] - back["unique"],
+               "duplicates": back["duplicates"], "checksum": back["checksum"][:16],
+               "producer_stall_s": longest_gap(produced["ack_times"], t_kill),
+               "consumer_stall_s": longest_gap(consumed["arrivals"], t_kill),
+               "broker_down_s": round(t_back - t_kill, 1),
+               "new_authentications": authenticated_total(mesh) - auth_before,
+               "client_link_events": len(produced["links"]) + len(consumed["links"])}
+    record(mesh, "broker kill -9", figures)
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_rolling_restart_of_all_brokers(faults, repeat):
+    mesh = faults
+    wl = Workload(mesh, "rolling", seconds=70).start()
+    time.sleep(8)
+    auth_before, fails_before = authenticated_total(mesh), auth_failures(mesh)
+    t_start = time.time()
+    for b in mesh.brokers:
+        b.stop()          # SIGTERM: a controlled shutdown, as a rolling update does
+        b.start()
+        b.wait_started()
+        wait_until(f"replicas in sync after restarting broker {b.index}", lambda: isr_full(mesh), 120)
+    t_done = time.time()
+    produced, consumed = wl.wait()
+    back = wl.readback()
+    check_nothing_lost(produced, consumed, back)
+    assert authenticated_total(mesh) > auth_before and auth_failures(mesh) == fails_before
+    record(mesh, "rolling restart", {
+        "records": produced["sent"], "lost": produced["sent"] - back["unique"], "duplicates": back["duplicates"],
+        "checksum": back["checksum"][:16], "restart_s": round(t_done - t_start, 1),
+        "producer_stall_s": longest_gap(produced["ack_times"], t_start, t_done),
+        "consumer_stall_s": longest_gap(consumed["arrivals"], t_start, t_done),
+        "new_authentications": authenticated_total(mesh) - auth_before})
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_broker_sidecar_restart(faults, repeat):
+    mesh = faults
+    sc = mesh.sidecars[mesh.brokers[0].pod.name]
+    wl = Workload(mesh, "sidecar", seconds=40).start()
+    time.sleep(10)
+    t_restart = time.time()
+    mesh.restart_sidecars([sc.pod.name], sc.envoy_version, sc.istio_version)
+    wait_until("our filter back in the restarted sidecar",
+               lambda: (prometheus_counter(sc, "kafka_identity_authenticated") or 0) > 0, 120)
+    t_back = time.time()
+    produced, consumed = wl.wait()
+    back = wl.readback()
+    check_nothing_lost(produced, consumed, back)
+    # Clients reconnected through the new Envoy and were authenticated again there.
+    assert (prometheus_counter(sc, "kafka_identity_authenticated") or 0) > 0
+    assert (prometheus_counter(sc, "kafka_identity_auth_failed") or 0) == 0
+    record(mesh, "broker sidecar restart", {
+        "records": produced["sent"], "lost": produced["sent"] - back["unique"], "duplicates": back["duplicates"],
+        "sidecar_down_s": round(t_back - t_restart, 1),
+        "producer_stall_s": longest_gap(produced["ack_times"], t_restart),
+        "consumer_stall_s": longest_gap(consumed["arrivals"], t_restart),
+        "authenticated_on_new_sidecar": prometheus_counter(sc, "kafka_identity_authenticated"),
+        "client_link_events": len(produced["links"]) + len(consumed["links"])})
+
+
+def test_control_plane_away(faults):
+    mesh = faults
+    away = float(os.environ.get("KAFKA_IDENTITY_MESH_ISTIOD_AWAY", "60"))
+    wl = Workload(mesh, "istiod", seconds=away + 35).start()
+    time.sleep(8)
+    mesh.istiod.stop()
+    t_stop = time.time()
+    fresh, auth_before = 0, authenticated_total(mesh)
+    while time.time() - t_stop < away:
+        # A new client connection every few seconds, each through the filter while istiod is away.
+        r = mesh.kclient("producer", "produce", BOOTSTRAP, TOPIC, "--count", "1", "--prefix", f"away-{fresh}",
+                         "--timeout", "20")
+        assert r["delivered"] == 1, f"a new connection failed while istiod was away: {r}"
+        fresh += 1
+        time.sleep(3)
+    authenticated_while_away = authenticated_total(mesh) - auth_before
+    mesh.istiod.start()
+    wait_until("every sidecar connected to istiod again",
+               lambda: mesh.istiod.connected_proxies() >= len(mesh.sidecars), 120)
+    produced, consumed = wl.wait()
+    back = wl.readback()
+    check_nothing_lost(produced, consumed, back)
+    assert authenticated_while_away >= fresh, (authenticated_while_away, fresh)
+    # Nothing disrupted, neither while istiod was away nor when it returned: the long-lived
+    # clients saw no dropped connection.
+    dropped = produced["links"] + consumed["links"]
+    assert dropped == [], dropped[:3]
+    record(mesh, "istiod away", {
+        "away_s": away, "new_connections_while_away": fresh, "authenticated_while_away": authenticated_while_away,
+        "records": produced["sent"], "lost": produced["sent"] - back["unique"], "duplicates": back["duplicates"],
+        "client_link_events": len(produced["links"]) + len(consumed["links"])})
+
+
+def test_config_change_under_load(faults):
+    """A new pluginConfig (token lifetime) pushed by istiod while connections are open: none is
+    dropped; new connections and re-authentications on the open ones use the new one."""
+    mesh = faults
+    brokers = [b.pod.name for b in mesh.brokers]
+    for name in brokers:
+        mesh.sidecars[name].admin_post("logging?wasm=debug")
+    deliver(mesh, "1.31", "wasmplugin-oci", {"token_lifetime_seconds": 60})
+    wl = Workload(mesh, "config", seconds=75).start()
+    time.sleep(8)
+    marks = {n: LogMark(mesh.sidecars[n].proc.log) for n in brokers}
+    mesh.apply_kustomization(mesh.oci_overlay(mesh.oci_digest, {"token_lifetime_seconds": 120}))
+    t_push = time.time()
+    new_lifetime = re.compile(r"outcome=authenticated session_lifetime_ms=1[01]\d{4}\b")
+
+    def new_connection_has_new_lifetime():
+        mesh.kclient("producer", "produce", BOOTSTRAP, TOPIC, "--count", "1", "--prefix", "probe", "--timeout", "20")
+        return any(new_lifetime.search(ln) for m in marks.values() for ln in m.lines())
+    wait_until("a new connection authenticated with the pushed token lifetime", new_connection_has_new_lifetime, 90,
+               interval=3)
+    produced, consumed = wl.wait()
+    back = wl.readback()
+    check_nothing_lost(produced, consumed, back)
+    assert produced["links"] == [] and consumed["links"] == [], (produced["links"][:3], consumed["links"][:3])
+    reauth = [ln for n in brokers for ln in marks[n].lines() if "outcome=reauthenticated" in ln]
+    lifetimes = [int(m.group(1)) for ln in reauth for m in [re.search(r"session_lifetime_ms=(\d+)", ln)] if m]
+    assert lifetimes, "no re-authentication on the open connections after the push"
+    assert all(100_000 <= ms <= 120_000 for ms in lifetimes), f"re-authentications with the old lifetime: {lifetimes}"
+    record(mesh, "config change", {"records": produced["sent"], "lost": produced["sent"] - back["unique"],
+                                   "duplicates": back["duplicates"], "reauthentications_after_push": len(lifetimes),
+                                   "pushed_after_s": round(t_push - wl.t0, 1)})
+    deliver(mesh, "1.31", "wasmplugin-oci")
+    for name in brokers:
+        mesh.sidecars[name].admin_post("logging?wasm=info")
