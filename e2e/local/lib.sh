@@ -86,6 +86,10 @@ ki_envoy_settings() {
   KI_NO_FILTER="${KAFKA_IDENTITY_NO_FILTER:-0}"
   KI_ENVOY_LOG="${KI_ENVOY_DIR}/envoy.log"
   KI_ENVOY_WASM_LOG_LEVEL="${KAFKA_IDENTITY_ENVOY_WASM_LOG_LEVEL:-debug}"
+  # Worker threads (each runs its own Wasm VM); an Istio sidecar has 2 by default.
+  KI_ENVOY_CONCURRENCY="${KAFKA_IDENTITY_ENVOY_CONCURRENCY:-1}"
+  [[ "${KI_ENVOY_CONCURRENCY}" =~ ^[1-9][0-9]*$ ]] \
+    || ki_die "KAFKA_IDENTITY_ENVOY_CONCURRENCY: expected a number of worker threads (1, 2, ...), got '${KI_ENVOY_CONCURRENCY}'"
   KI_VM_ENV_FILES="${KAFKA_IDENTITY_VM_ENV_FILES:-}"
   KI_EXT_AUTHZ="${KAFKA_IDENTITY_EXT_AUTHZ:-none}"
   KI_EXT_AUTHZ_PORT="${KAFKA_IDENTITY_EXT_AUTHZ_PORT:-}"
@@ -318,17 +322,25 @@ ki_envoy_start() {
     || ki_check_ports "envoy-null=${KI_ENVOY_NULL_PORT}" "envoy-null-sasl=$((KI_ENVOY_NULL_PORT + 1))"
   local filter_desc="wasm ${KI_WASM}, config ${KI_FILTER_CONFIG}"
   [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO wasm filter (KAFKA_IDENTITY_NO_FILTER=1)"
-  ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}), ${filter_desc}"
+  ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}, ${KI_ENVOY_CONCURRENCY} worker(s)), ${filter_desc}"
   : >"${KI_ENVOY_LOG}"
   # VM environment variables (e.g. a signing key) reach the VM from Envoy's environment.
   ki_bench_env
   setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
-      --disable-hot-restart --concurrency 1 \
+      --disable-hot-restart --concurrency "${KI_ENVOY_CONCURRENCY}" \
       -l info --component-log-level "wasm:${KI_ENVOY_WASM_LOG_LEVEL}" \
       --log-path "${KI_ENVOY_LOG}" \
       </dev/null >"${KI_ENVOY_DIR}/stdout.log" 2>&1 &
   echo $! >"${KI_ENVOY_PID}"
   local i t0=${SECONDS}
+  # Until the background child has exec'd setsid and Envoy, its command line is this
+  # script's, without the marker: ki_pid_alive would call a starting Envoy dead, and the
+  # pid file would be removed with Envoy still running. Wait for the exec (bounded).
+  for ((i = 0; i < 100; i++)); do
+    ki_pid_alive "${KI_ENVOY_PID}" "$(ki_envoy_marker)" && break
+    kill -0 "$(cat "${KI_ENVOY_PID}")" 2>/dev/null || break
+    sleep 0.1
+  done
   for ((i = 0; i < 300; i++)); do
     if ! ki_pid_alive "${KI_ENVOY_PID}" "$(ki_envoy_marker)"; then
       tail -n 40 "${KI_ENVOY_LOG}" "${KI_ENVOY_DIR}/stdout.log" >&2 || true
@@ -382,6 +394,7 @@ KAFKA_IDENTITY_AUTHORIZER_LOG=${KI_KAFKA_DIR}/authorizer.log
 KAFKA_IDENTITY_ENVOY_ADMIN=${KI_HOST}:${KI_ENVOY_ADMIN_PORT}
 KAFKA_IDENTITY_ENVOY_LOG=${KI_ENVOY_LOG}
 KAFKA_IDENTITY_ENVOY_VERSION=${KI_ENVOY_VERSION}
+KAFKA_IDENTITY_ENVOY_CONCURRENCY=${KI_ENVOY_CONCURRENCY}
 KAFKA_IDENTITY_ENVOY_CONFIG=${KI_ENVOY_DIR}/envoy.yaml
 KAFKA_IDENTITY_FILTER_ENABLED=$([[ "${KI_NO_FILTER}" == "1" ]] && echo 0 || echo 1)
 KAFKA_IDENTITY_WASM_LOADED=${wasm}

@@ -208,6 +208,14 @@ def stack():
     return Stack(load_stack_env())
 
 
+@pytest.fixture(scope="session")
+def two_workers():
+    """A side stack with a 2-worker Envoy, shared by the load and hostile-bytes tests of
+    docs/reliability.md (started once, only if one of them runs)."""
+    from reliability import two_worker_stack
+    yield from two_worker_stack()
+
+
 @pytest.fixture
 def run_id():
     return f"e2e-{uuid.uuid4().hex[:12]}"

@@ -107,10 +107,11 @@ def wait_for_text(path, text, timeout=30.0):
     return False
 
 
-def produce_and_consume(stack, seconds, during=None, steps=()):
+def produce_and_consume(stack, seconds, during=None, steps=(), until=None):
     """One producer and one consumer (group orders-readers), each on its long-lived
     connection, for `seconds`; `during()` runs once a third of the way in, and each
-    `(at_seconds, action)` of `steps` once `at_seconds` have passed (in order). Returns a
+    `(at_seconds, action)` of `steps` once `at_seconds` have passed (in order). With
+    `until`, it stops earlier: once every step ran and `until()` is true. Returns a
     report of what was sent, delivered and read back, and every disconnect librdkafka
     logged."""
     steps = list(steps)
@@ -153,7 +154,7 @@ def produce_and_consume(stack, seconds, during=None, steps=()):
     sent, delivered = [], []
     start = time.time()
     i = 0
-    while time.time() - start < seconds:
+    while time.time() - start < seconds and not (until is not None and not steps and until()):
         value = f"{run}-{i}"
         sent.append(value)
         producer.produce("orders", value.encode(), on_delivery=lambda err, msg: delivered.append(err is None))

@@ -3,21 +3,49 @@ OAuthBearerValidatorCallbackHandler, so a client that reaches the broker directl
 present a token of its own; the signing key never shows in Envoy's config dump; and the
 key rotates as docs/security.md describes without dropping or failing a connection."""
 
+import functools
+import http.server
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 import urllib.request
 
 import pytest
 
+from reliability import record_figures
 from side_stack import CLI, REPO, SideStack, produce_and_consume, wait_for_text
 
 KEYS = REPO / "e2e" / ".state" / "signed-inputs"
 IDENTITY = {"sources": ["spiffe"], "spiffe": {"trust_domains": ["cluster.local"]}}
 TOKEN_LIFETIME = 60  # seconds; the broker's sessions are shorter (connections.max.reauth.ms)
 SLOTS = {"old": "KAFKA_IDENTITY_SIGNING_KEY_A", "new": "KAFKA_IDENTITY_SIGNING_KEY_B"}
+KAFKA_VERSION = os.environ.get("KAFKA_IDENTITY_KAFKA_VERSION", "4.4.0")
+# Kafka reads a file:// JWKS again when the file changes only from 4.1 on; 3.x and 4.0 read it
+# once at start-up. There the broker fetches the JWKS over HTTP and refreshes it this often
+# (docs/security.md, "Rotation"): shorter than step 1 -> step 2 of the procedure.
+JWKS_REFRESH_MS = 2000
+
+
+def jwks_file_is_reread():
+    major, minor = (int(p) for p in re.findall(r"\d+", KAFKA_VERSION)[:2])
+    return (major, minor) >= (4, 1)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@functools.cache
+def jwks_http_url():
+    """Serves KEYS/jwks.json on loopback for the test session (a thread of pytest)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(KEYS)))
+    threading.Thread(target=server.serve_forever, name="jwks-http", daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
 
 
 def filter_config(kid):
@@ -34,8 +62,9 @@ def keygen(kid):
 
 
 def publish_jwks(*kids):
-    """Writes the broker's JWKS with these keys, atomically, as an operator must: Kafka reads
-    the file again when its modification time changes."""
+    """Writes the broker's JWKS with these keys, atomically, as an operator must: Kafka 4.1+
+    reads the file again when its modification time changes; older brokers fetch it over
+    HTTP every JWKS_REFRESH_MS."""
     keys = [key for kid in kids for key in json.loads((KEYS / f"{kid}.jwks.json").read_text())["keys"]]
     tmp = KEYS / "jwks.json.tmp"
     tmp.write_text(json.dumps({"keys": keys}))
@@ -51,9 +80,13 @@ def stack():
     keygen("old")
     keygen("new")
     publish_jwks("old")
-    jwks = f"file://{KEYS / 'jwks.json'}"
+    if jwks_file_is_reread():
+        jwks, refresh = f"file://{KEYS / 'jwks.json'}", []
+    else:
+        jwks = jwks_http_url()
+        refresh = [f"listener.name.mesh.oauthbearer.sasl.oauthbearer.jwks.endpoint.refresh.ms={JWKS_REFRESH_MS}"]
     (KEYS / "broker.properties").write_text("\n".join([
-        "connections.max.reauth.ms=10000",
+        "connections.max.reauth.ms=10000", *refresh,
         "listener.name.mesh.oauthbearer.sasl.server.callback.handler.class="
         "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
         f"listener.name.mesh.oauthbearer.sasl.oauthbearer.jwks.endpoint.url={jwks}",
@@ -180,15 +213,22 @@ def test_key_rotation_reaches_open_connections(stack):
     """docs/security.md, "Rotation", step by step, with a producer and a consumer connected
     from before step 1 until after step 3. Runs last: it leaves only the new key trusted."""
     envoy_log = REPO / stack.stack["KAFKA_IDENTITY_ENVOY_LOG"]
+    broker_log = REPO / stack.stack["KAFKA_IDENTITY_KAFKA_LOG"]
     mark = len(envoy_log.read_text(errors="replace"))
+    broker_mark = len(broker_log.read_text(errors="replace"))
     counts = {}
 
     def step1_publish_the_new_key():
+        # The clients' connections are open from here to the end of the procedure.
+        counts["step1_at"] = time.time()
+        counts["authenticated_at_step1"] = stack.counter("authenticated")
+        counts["reauth_at_step1"] = stack.counter("reauthenticated")
         publish_jwks("old", "new")
 
     def step2_switch_the_filter():
         stack.filter_update(KEYS / "filter-new.json")
         counts["switched"] = time.time()
+        counts["reauth_at_switch"] = stack.counter("reauthenticated")
 
     def step3_remove_the_old_key():
         # One token lifetime after the switch took effect.
@@ -202,12 +242,19 @@ def test_key_rotation_reaches_open_connections(stack):
         (switch_at, step2_switch_the_filter),
         (switch_at + TOKEN_LIFETIME + 5, step3_remove_the_old_key),
     ])
+    procedure_s = time.time() - counts["step1_at"]
+    reauthenticated, authenticated = stack.counter("reauthenticated"), stack.counter("authenticated")
+    failed_on_broker = [ln for ln in new_lines(broker_log, broker_mark).splitlines() if "Failed authentication" in ln]
     assert report["disconnects"] == [], report["disconnects"][:3]
+    assert report["errors"] == [], report["errors"][:3]
     assert report["delivered"] == len(report["sent"]) > 500
     assert sorted(report["consumed"]) == sorted(report["sent"]), "lost or duplicated messages"
     assert stack.counter("auth_failed") == 0
+    assert failed_on_broker == [], failed_on_broker[:3]
+    # No connection was opened again during the procedure: the filter authenticated none.
+    assert authenticated == counts["authenticated_at_step1"], "a client reconnected during the rotation"
     # Connections kept re-authenticating after the old key was gone (10 s sessions).
-    assert stack.counter("reauthenticated") - counts["reauth_at_removal"] >= 4
+    assert reauthenticated - counts["reauth_at_removal"] >= 4
     # The connections that authenticated with the old key before the switch went on,
     # without reconnecting, re-authenticating with the new one.
     assert wait_for_text(envoy_log, "token=ES256:new outcome=reauthenticated")
@@ -218,6 +265,18 @@ def test_key_rotation_reaches_open_connections(stack):
     for seen in carried_over.values():
         first_new = seen.index(("reauthenticated", "ES256:new"))
         assert all(token == "ES256:new" for _, token in seen[first_new:]), seen
+    record_figures("key-rotation", {
+        "envoy_version": stack.stack["KAFKA_IDENTITY_ENVOY_VERSION"], "token_lifetime_s": TOKEN_LIFETIME,
+        "connections_max_reauth_ms": 10000, "procedure_s": round(procedure_s),
+        "reauthenticated": {"total": reauthenticated - counts["reauth_at_step1"],
+                            "after_switch": reauthenticated - counts["reauth_at_switch"],
+                            "after_old_key_removed": reauthenticated - counts["reauth_at_removal"]},
+        "connections_carried_over": len(carried_over),
+        "new_authentications": authenticated - counts["authenticated_at_step1"],
+        "disconnects": len(report["disconnects"]), "client_errors": len(report["errors"]),
+        "auth_failed": stack.counter("auth_failed"), "broker_failed_authentications": len(failed_on_broker),
+        "records": {"sent": len(report["sent"]), "delivered": report["delivered"],
+                    "consumed": len(report["consumed"])}})
     # A connection opened now authenticates with the new key.
     from confluent_kafka import Producer
     after = Producer(dict(stack.client_conf("producer"), acks="all"))
