@@ -56,6 +56,7 @@ lint: setup
 	$(CARGO) clippy -j $(CARGO_JOBS) --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter -- -D warnings
 	scripts/shell-scripts | xargs -d '\n' shellcheck -x
+	.tools/venv/bin/ruff check .
 	cd e2e/clients/go && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
 
 unit: setup

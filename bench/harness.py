@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -142,7 +143,7 @@ class Stack:
             elif line.startswith("Rss:") and cur is not None:
                 cur["rss"] = int(line.split()[1])
         rss = size = 0
-        for prev, nxt in zip(maps, maps[1:]):
+        for prev, nxt in itertools.pairwise(maps):
             if (prev["perm"].startswith("rw") and nxt["perm"].startswith("---")
                     and prev["end"] == nxt["start"] and nxt["end"] - nxt["start"] >= 4 << 30):
                 rss += prev["rss"]
@@ -169,7 +170,7 @@ def setup(stack: Stack) -> None:
         "sasl.oauthbearer.config": "principal=admin",
     })
     topics = [NewTopic(f"bench-{s}", 3, 1) for s in SIZES] + [NewTopic("bench-churn", 1, 1)]
-    for t, fut in admin.create_topics(topics, request_timeout=30).items():
+    for _topic, fut in admin.create_topics(topics, request_timeout=30).items():
         try:
             fut.result()
         except Exception as e:  # noqa: BLE001
@@ -216,9 +217,9 @@ def producer_perf(stack: Stack, path: str, topic: str, size: int, n: int, throug
         "--record-size", str(size), "--throughput", str(throughput),
         "--producer-props", "acks=all", *extra_props,
         "--command-config", stack.producer_cfg[path]], stack.env["KAFKA_IDENTITY_KAFKA_CLASSPATH"])
-    m = None
-    for m in PROD_RE.finditer(out):
-        pass
+    # The last match is the summary line (the earlier ones are progress lines).
+    matches = list(PROD_RE.finditer(out))
+    m = matches[-1] if matches else None
     if m is None:
         raise RuntimeError(f"no summary line in ProducerPerformance output:\n{out[-2000:]}")
     return {"records": int(m[1]), "records_s": float(m[2]), "mb_s": float(m[3]), "avg_ms": float(m[4]),
@@ -234,7 +235,7 @@ def consumer_perf(stack: Stack, path: str, topic: str, n: int, group: str) -> di
     lines = [ln for ln in out.splitlines() if ln.count(",") >= 9]
     head = [h.strip() for h in lines[-2].split(",")]
     vals = [v.strip() for v in lines[-1].split(",")]
-    row = dict(zip(head, vals))
+    row = dict(zip(head, vals, strict=True))
     got = int(float(row["data.consumed.in.nMsg"]))
     if got < n:
         raise RuntimeError(f"consumer read {got} of {n} records on {topic} via ({path})")
@@ -262,7 +263,7 @@ def run_perf(stack: Stack, pairs: int, scale: float, results: dict, save, ref_ro
     results["perf_config"] = {"records_per_run": counts, "pairs": pairs, "ref_rounds": ref_rounds, "paths": PATHS,
                               "latency_run": {
         "record_size": LAT_SIZE, "records_s": LAT_RATE, "records": lat_n, "props": "acks=all linger.ms=0"}}
-    prod, cons, lat = results.setdefault("produce", []), results.setdefault("consume", []), results.setdefault("latency", [])
+    prod, cons, lat = (results.setdefault(k, []) for k in ("produce", "consume", "latency"))
     for r in range(pairs):
         if r > 0 and time.time() > deadline:
             log(f"time budget used up: stopping after {r} rounds (BENCH_BUDGET_S)")
@@ -271,21 +272,23 @@ def run_perf(stack: Stack, pairs: int, scale: float, results: dict, save, ref_ro
         paths = PATHS if r < ref_rounds else ENVOY_PATHS
         for s in SIZES:
             for p in paths:
-                res = observed(stack, p, lambda: producer_perf(stack, p, f"bench-{s}", s, counts[s]))
+                res = observed(stack, p, lambda p=p, s=s: producer_perf(stack, p, f"bench-{s}", s, counts[s]))
                 prod.append({"round": r, "path": p, "size": s, **res})
                 log(f"round {r + 1}/{pairs} produce {s:>6} B ({p}): {res['mb_s']:.1f} MB/s "
                     f"{res['records_s']:.0f} rec/s p99 {res['p99_ms']} ms")
         for s in SIZES:
             for p in paths:
                 grp = f"bench-{p}-{s}-{r}-{int(time.time())}"
-                res = observed(stack, p, lambda: consumer_perf(stack, p, f"bench-{s}", counts[s], grp))
+                res = observed(stack, p, lambda p=p, s=s, grp=grp: consumer_perf(
+                    stack, p, f"bench-{s}", counts[s], grp))
                 cons.append({"round": r, "path": p, "size": s, **res})
                 log(f"round {r + 1}/{pairs} consume {s:>6} B ({p}): {res['fetch_mb_s']:.1f} MB/s (fetch)")
         for p in paths:
-            res = observed(stack, p, lambda: producer_perf(
+            res = observed(stack, p, lambda p=p: producer_perf(
                 stack, p, f"bench-{LAT_SIZE}", LAT_SIZE, lat_n, LAT_RATE, ("linger.ms=0",)))
             lat.append({"round": r, "path": p, "size": LAT_SIZE, **res})
-            log(f"round {r + 1}/{pairs} latency at {LAT_RATE} rec/s ({p}): p50 {res['p50_ms']} ms p99 {res['p99_ms']} ms")
+            log(f"round {r + 1}/{pairs} latency at {LAT_RATE} rec/s ({p}): "
+                f"p50 {res['p50_ms']} ms p99 {res['p99_ms']} ms")
         save()
 
 

@@ -99,14 +99,14 @@ def block_diff(churn, plus, minus, key, fn):
     """Per block: fn(plus) - fn(minus) (blocks hold the same iterations for every path)."""
     k = churn.get("blocks", 5)
     pb, mb = blocks(churn[key][plus], k), blocks(churn[key][minus], k)
-    return [fn(x) - fn(y) for x, y in zip(pb, mb)]
+    return [fn(x) - fn(y) for x, y in zip(pb, mb, strict=True)]
 
 
 def above_floor(churn, filt, floor):
     """Per block: ((filter path) - (a)) - ((floor path) - (p)) of the median set-up time."""
     k = churn.get("blocks", 5)
     parts = [blocks(churn["setup_ms"][p], k) for p in (filt, "a", floor, "p")]
-    return [(med(x) - med(a)) - (med(f) - med(p)) for x, a, f, p in zip(*parts)]
+    return [(med(x) - med(a)) - (med(f) - med(p)) for x, a, f, p in zip(*parts, strict=True)]
 
 
 def ok(flag: bool) -> str:
@@ -576,8 +576,8 @@ def chart(res: dict, png: Path) -> None:
         for i, p in enumerate(filt_paths):
             rs = [cpu_gb_ratios(rows, p, "a", s) for s in SIZES]
             m = [med(r) for r in rs]
-            lo = [mm - min(r) if r else 0 for mm, r in zip(m, rs)]
-            hi = [max(r) - mm if r else 0 for mm, r in zip(m, rs)]
+            lo = [mm - min(r) if r else 0 for mm, r in zip(m, rs, strict=True)]
+            hi = [max(r) - mm if r else 0 for mm, r in zip(m, rs, strict=True)]
             ax.bar([j + (i - 0.5) * width for j in range(len(SIZES))], m, width, yerr=[lo, hi], capsize=3,
                    label=f"({p})/(a)")
         ax.axhline(1.03, color="red", linestyle="--", linewidth=1, label="target ≤ 1.03")

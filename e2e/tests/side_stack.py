@@ -2,7 +2,6 @@
 connections.max.reauth.ms): own state folder and ports, started with e2e/local/stack-up and
 stopped with e2e/local/stack-down, beside the main stack the suite runs against."""
 
-import json
 import logging
 import os
 import subprocess

@@ -133,7 +133,8 @@ def test_client_speaking_sasl_is_refused_and_gains_no_admin_rights(stack, admin,
                  "message.timeout.ms=6000"]
     r = stack.kcat("producer", "-P", "-t", stack.topic, stdin=value + "\n", extra=cmd_extra)
     out = r.stdout + r.stderr
-    assert r.returncode != 0 or "fail" in out.lower() or "error" in out.lower(), f"kcat SASL produce looked fine:\n{out}"
+    assert r.returncode != 0 or "fail" in out.lower() or "error" in out.lower(), \
+        f"kcat SASL produce looked fine:\n{out}"
 
     assert wait_until(lambda: stack.counters()["rejected_client_sasl"] >= before["rejected_client_sasl"] + 2,
                       timeout=10), f"rejected_client_sasl did not move enough: {stack.counters()}"

@@ -317,7 +317,8 @@ class Ambient:
             (pod.dir / "varlib").mkdir(parents=True, exist_ok=True)
             (pod.dir / "resolv.conf").write_text(topology.RESOLV_CONF)
             m.pods[pod.name] = pod
-        objects = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": WAYPOINT, "namespace": KAFKA_NS}}]
+        objects = [{"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": WAYPOINT, "namespace": KAFKA_NS}}]
         pod_objects = {p.name: topology.pod_object(p) for p in pods}
         for p in pods[1:]:
             # What istio-cni marks on a pod it has redirected to ztunnel.

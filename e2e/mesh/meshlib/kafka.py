@@ -76,7 +76,8 @@ class Broker:
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         props = self.dir / "server.properties"
         props.write_text(broker_properties(self.index, self.dir / "data", extra))
-        run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={REPO}/e2e/local/tools-log4j2.xml",
+        run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1",
+             f"-Dlog4j2.configurationFile={REPO}/e2e/local/tools-log4j2.xml",
              "-cp", self.mesh.kafka_classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", props,
              "--ignore-formatted"], f"kafka storage format for broker {self.index}")
 

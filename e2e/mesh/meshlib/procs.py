@@ -103,5 +103,6 @@ def run(argv, what, timeout=120, **kw):
     argv = [str(a) for a in argv]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
     if r.returncode != 0:
-        raise MeshError(f"{what} failed (exit {r.returncode}): {' '.join(argv)}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+        raise MeshError(f"{what} failed (exit {r.returncode}): {' '.join(argv)}\n"
+                        f"{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     return r.stdout

@@ -14,13 +14,13 @@ import uuid
 import pytest
 import yaml
 
-from checks import (OUR_FILTER, Checks, LogMark, authz, ecds_filters, inbound_chains, prometheus_counter,
-                    rejected_updates, wait_any, wait_until, write_every_partition)
+from checks import (OUR_FILTER, Checks, LogMark, authz, each_denied_the_others_rights, ecds_filters, inbound_chains,
+                    java_round_trip, prometheus_counter, rejected_updates, wait_any, wait_until, write_every_partition)
 from conftest import CONSUMER, GROUP, PRODUCER, TOPIC
 from deliveries import BOOTSTRAP, our_chain_ok
 from meshlib.ambient import (HBONE_CLIENT_ENVOY, WAYPOINT_ENVOY, WAYPOINT_ID, WAYPOINT_ISTIO, Ambient,
                              waypoint_chains)
-from meshlib.topology import CLIENT_PORT, KAFKA_NS, REPO
+from meshlib.topology import CLIENT_PORT, KAFKA_NS
 
 SERVICES = ["kafka", "kafka-0", "kafka-1", "kafka-2"]
 PRODUCER_POD, CONSUMER_POD = "amb-producer", "amb-consumer"
@@ -134,33 +134,15 @@ def test_ambient_clients_get_their_own_principals(mesh, ambient):
     passed.append(f"ambient consumer read all {3 * per_partition} records in group {GROUP}; authorizer allowed "
                   f"READ on the group for User:{CONSUMER}")
 
-    denied = mesh.kclient(CONSUMER_POD, "produce", BOOTSTRAP, TOPIC, "--count", "1", "--prefix", f"{run}-x",
-                          "--timeout", "20")
-    assert denied["delivered"] == 0 and "TOPIC_AUTHORIZATION_FAILED" in denied["errors"], denied
-    assert wait_any(marks.values(), *authz(CONSUMER, "Denied", "WRITE", f"Topic:LITERAL:{TOPIC}"))
+    errors = each_denied_the_others_rights(mesh, PRODUCER_POD, CONSUMER_POD, BOOTSTRAP, TOPIC, GROUP, run, marks,
+                                           PRODUCER, CONSUMER)
     passed.append(f"ambient consumer may not write: TOPIC_AUTHORIZATION_FAILED, authorizer denied WRITE for "
                   f"User:{CONSUMER}")
-    denied = mesh.kclient(PRODUCER_POD, "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", run,
-                          "--want", "1", "--timeout", "20")
-    assert denied["consumed"] == 0 and ({"GROUP_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED"}
-                                        & set(denied["errors"])), denied
-    assert wait_any(marks.values(), *authz(PRODUCER, "Denied", "DESCRIBE", f"Group:LITERAL:{GROUP}"))
-    passed.append(f"ambient producer may not read: {'/'.join(denied['errors'])}, authorizer denied the group to "
+    passed.append(f"ambient producer may not read: {'/'.join(errors)}, authorizer denied the group to "
                   f"User:{PRODUCER}")
 
     # Java client, as shipped (console tools), PLAINTEXT to the bootstrap Service.
-    lines = [f"{run}-java-{i}" for i in range(6)]
-    java = ["java", "-Xmx192m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={REPO}/e2e/local/tools-log4j2.xml",
-            "-cp", mesh.kafka_classpath]
-    r = mesh.exec(PRODUCER_POD, [*java, "org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", BOOTSTRAP,
-                                 "--topic", TOPIC, "--command-property", "acks=all"],
-                  input="\n".join(lines) + "\n", timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = mesh.exec(CONSUMER_POD, [*java, "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
-                                 BOOTSTRAP, "--topic", TOPIC, "--group", GROUP, "--timeout-ms", "60000",
-                                 "--max-messages", str(len(lines))], timeout=120, check=False)
-    seen = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{run}-java-")]
-    assert sorted(seen) == sorted(lines), f"Java consumer read {seen}; stderr: {r.stderr[-1500:]}"
+    java_round_trip(mesh, PRODUCER_POD, CONSUMER_POD, BOOTSTRAP, TOPIC, GROUP, run)
     passed.append("Java client (console producer/consumer 4.4.0) wrote and read back through the waypoint")
 
     after = prometheus_counter(ambient.waypoint, "kafka_identity_authenticated")
@@ -246,7 +228,8 @@ def test_the_clients_certificate_reaches_the_filter_in_the_waypoint(mesh, ambien
                plugin_config_has("kafka_identity.hbone_peer_cert"), timeout=60)
     r = mesh.kclient(PRODUCER_POD, "probe", target, str(CLIENT_PORT))
     assert not r["answered"], f"a client was served although the configured certificate is missing: {r}"
-    lines = mark.wait_for("outcome=rejected_no_identity", "set_filter_state in the waypoint's HBONE listener did not run")
+    lines = mark.wait_for("outcome=rejected_no_identity",
+                          "set_filter_state in the waypoint's HBONE listener did not run")
     assert lines, "the waypoint logged no refusal for the missing certificate"
     assert (prometheus_counter(wp, "kafka_identity_rejected_no_identity") or 0) > refused
     passed.append("certificate key configured without its set_filter_state: the client is refused "

@@ -101,7 +101,7 @@ def longest_gap(times, since, until=None):
     pts = sorted(t for t in times if t >= since and (until is None or t <= until))
     if not pts:
         return None
-    gaps = [pts[0] - since] + [b - a for a, b in zip(pts, pts[1:])]
+    gaps = [pts[0] - since] + [b - a for a, b in zip(pts, pts[1:], strict=False)]
     return round(max(gaps), 2)
 
 

@@ -58,7 +58,7 @@ def main():
             continue
         if payload:
             conn[direction].setdefault(seq, payload)
-    for key, conn in sorted(conns.items(), key=lambda kv: kv[1]["order"]):
+    for _key, conn in sorted(conns.items(), key=lambda kv: kv[1]["order"]):
         for direction, name in (("c2s", "requests"), ("s2c", "responses")):
             segs = conn[direction]
             if not segs:
