@@ -37,14 +37,15 @@ fn summary(config: &FilterConfig) -> String {
     let tokens = &config.session.tokens;
     format!(
         "stat_prefix {}, on_no_identity {:?}, on_client_sasl {:?}, token {} for {} s, \
-         reauthenticate {}, max_frame_bytes {}",
+         reauthenticate {}, max_frame_bytes {}, identity {}",
         config.stat_prefix,
         config.session.on_no_identity,
         config.session.on_client_sasl,
         tokens.describe(),
         tokens.lifetime_secs(),
         config.session.reauthenticate,
-        config.session.max_frame_bytes
+        config.session.max_frame_bytes,
+        config.identity_source()
     )
 }
 

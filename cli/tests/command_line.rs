@@ -218,6 +218,13 @@ fn config_check_accepts_what_the_filter_accepts() {
         &[("KAFKA_IDENTITY_SIGNING_KEY", key.as_str())],
     );
     assert!(text(&output.stdout).contains("token ES256:k1 for 3600 s"));
+    let output = check_file(&dir, "waypoint.json", r#"{"waypoint": {}}"#, &[]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        text(&output.stdout)
+            .contains("identity waypoint HBONE peer from filter state \"io.istio.peer_principal\""),
+        "{output:?}"
+    );
     // standard input
     let mut child = Command::new(env!("CARGO_BIN_EXE_kafka-identity"))
         .args(["config", "check", "-"])
@@ -276,6 +283,14 @@ fn config_check_refuses_with_the_filters_message_naming_the_field() {
         (
             r#"{"signing": {"key_id": "k", "issuer": "i", "audience": "a"}}"#,
             "signing: set exactly one of private_key_pem and private_key_env",
+        ),
+        (
+            r#"{"waypoint": {}, "peer_certificate_filter_state_key": "k"}"#,
+            "peer_certificate_filter_state_key:",
+        ),
+        (
+            r#"{"waypoint": {}, "identity": {"sources": ["spiffe", "subject"]}}"#,
+            "identity.sources:",
         ),
         ("not json", "configuration:"),
     ];

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use kafka_identity_core::{IdentityConfig, PrincipalMapper};
+use kafka_identity_core::{IdentityConfig, PrincipalMapper, SourceKind};
 use serde::Deserialize;
 
 use crate::session::{ClientSaslPolicy, NoIdentityPolicy, SessionSettings};
@@ -11,6 +11,9 @@ use crate::token::{Algorithm, SignedIssuer, TokenIssuer};
 
 /// Envoy 1.38 hands the PEM over through filter state, set by `set_filter_state`.
 pub const DEFAULT_PEER_CERT_FILTER_STATE_KEY: &str = "kafka_identity.peer_cert";
+/// In an ambient waypoint, Istio's HBONE termination (`connect_authority`) puts the verified
+/// peer's URI SANs into this filter state of the inner connection.
+pub const DEFAULT_PEER_PRINCIPAL_FILTER_STATE_KEY: &str = "io.istio.peer_principal";
 const DEFAULT_STAT_PREFIX: &str = "kafka_identity";
 /// Kafka ends an OAUTHBEARER session at the token's `exp` even with
 /// `connections.max.reauth.ms` unset; the filter re-authenticates before that.
@@ -32,10 +35,31 @@ struct RawConfig {
     /// None: a tenth of the lifetime.
     token_reuse_seconds: Option<u64>,
     max_frame_bytes: u32,
-    peer_certificate_filter_state_key: String,
+    /// `None`: the default key. Kept apart from the default so that setting it together
+    /// with `waypoint` (where it means nothing) is refused.
+    peer_certificate_filter_state_key: Option<String>,
     client_id: String,
     reauthenticate: bool,
     signing: Option<RawSigning>,
+    waypoint: Option<RawWaypoint>,
+}
+
+/// `waypoint`: the filter runs in an Istio ambient waypoint, where the connection it sees is
+/// an internal one (no TLS) and the client is the peer of the HBONE tunnel it came through.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWaypoint {
+    peer_principal_filter_state_key: String,
+    peer_certificate_filter_state_key: Option<String>,
+}
+
+impl Default for RawWaypoint {
+    fn default() -> Self {
+        Self {
+            peer_principal_filter_state_key: DEFAULT_PEER_PRINCIPAL_FILTER_STATE_KEY.to_owned(),
+            peer_certificate_filter_state_key: None,
+        }
+    }
 }
 
 /// `signing`: sign tokens instead of sending unsecured ones.
@@ -68,10 +92,11 @@ impl Default for RawConfig {
             token_lifetime_seconds: DEFAULT_TOKEN_LIFETIME_SECS,
             token_reuse_seconds: None,
             max_frame_bytes: kafka_codec::DEFAULT_MAX_FRAME_BYTES,
-            peer_certificate_filter_state_key: DEFAULT_PEER_CERT_FILTER_STATE_KEY.to_owned(),
+            peer_certificate_filter_state_key: None,
             client_id: "kafka-identity".to_owned(),
             reauthenticate: true,
             signing: None,
+            waypoint: None,
         }
     }
 }
@@ -85,6 +110,33 @@ pub struct FilterConfig {
     pub peer_certificate_filter_state_key: String,
     /// How long a principal's token is reused (0: never), see `token_cache`.
     pub token_reuse_seconds: u64,
+    /// `Some`: the client's identity comes from the filter state the waypoint's HBONE
+    /// termination left, never from the connection's TLS (there is none). `None`: sidecar.
+    pub waypoint: Option<WaypointPeer>,
+}
+
+/// Where a waypoint's filter finds the HBONE peer (see `peer::identify_hbone_peer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaypointPeer {
+    /// The peer's URI SANs (`%DOWNSTREAM_PEER_URI_SAN%`), set by Istio's `connect_authority`.
+    pub peer_principal_filter_state_key: String,
+    /// The peer's whole certificate (URL-encoded PEM, `%DOWNSTREAM_PEER_CERT%`), set by a
+    /// `set_filter_state` added to the waypoint's HBONE listener; for subject-DN rules.
+    pub peer_certificate_filter_state_key: Option<String>,
+}
+
+impl FilterConfig {
+    /// Where the client's identity comes from, as the filter's `configured` log line and
+    /// `kafka-identity config check` say it.
+    pub fn identity_source(&self) -> String {
+        match &self.waypoint {
+            Some(w) => format!(
+                "waypoint HBONE peer from filter state {:?}",
+                w.peer_principal_filter_state_key
+            ),
+            None => "sidecar TLS peer".to_owned(),
+        }
+    }
 }
 
 /// Why a configuration was refused: the field and the reason, shown as `field: reason`.
@@ -167,12 +219,29 @@ pub fn parse_with_env(
             "must be 1 to 255 characters without control characters",
         ));
     }
-    if raw.peer_certificate_filter_state_key.is_empty() {
-        return Err(field_error(
-            "peer_certificate_filter_state_key",
-            "must not be empty",
-        ));
-    }
+    let peer_certificate_filter_state_key = match raw.peer_certificate_filter_state_key {
+        Some(key) => {
+            if key.is_empty() {
+                return Err(field_error(
+                    "peer_certificate_filter_state_key",
+                    "must not be empty",
+                ));
+            }
+            if raw.waypoint.is_some() {
+                return Err(field_error(
+                    "peer_certificate_filter_state_key",
+                    "is read from the TLS connection of a sidecar; with `waypoint` there is \
+                     none: set waypoint.peer_certificate_filter_state_key instead",
+                ));
+            }
+            key
+        }
+        None => DEFAULT_PEER_CERT_FILTER_STATE_KEY.to_owned(),
+    };
+    let waypoint = raw
+        .waypoint
+        .map(|w| waypoint_peer(w, &raw.identity.sources))
+        .transpose()?;
     if raw.on_no_identity == NoIdentityPolicy::PassThrough
         && raw.on_client_sasl == ClientSaslPolicy::AllowWithoutIdentity
         && raw.signing.is_none()
@@ -205,8 +274,51 @@ pub fn parse_with_env(
             client_id: raw.client_id,
             reauthenticate: raw.reauthenticate,
         },
-        peer_certificate_filter_state_key: raw.peer_certificate_filter_state_key,
+        peer_certificate_filter_state_key,
         token_reuse_seconds,
+        waypoint,
+    })
+}
+
+/// Filter-state keys are names such as `io.istio.peer_principal`: a key with spaces or
+/// control characters is a typo that would silently find nothing.
+fn check_filter_state_key(field: &str, key: &str) -> Result<(), ConfigError> {
+    if key.is_empty() || key.len() > 256 || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(field_error(
+            field,
+            format!("{key:?} must be 1 to 256 printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(())
+}
+
+fn waypoint_peer(raw: RawWaypoint, sources: &[SourceKind]) -> Result<WaypointPeer, ConfigError> {
+    check_filter_state_key(
+        "waypoint.peer_principal_filter_state_key",
+        &raw.peer_principal_filter_state_key,
+    )?;
+    if raw.peer_certificate_filter_state_key.is_none() && sources.contains(&SourceKind::Subject) {
+        // The peer principal carries URI SANs only: without the certificate the subject
+        // source could never give a principal, which is a configuration mistake.
+        return Err(field_error(
+            "identity.sources",
+            "\"subject\" needs the client's certificate, which a waypoint only has with \
+             waypoint.peer_certificate_filter_state_key (filled by a set_filter_state in its \
+             HBONE listener)",
+        ));
+    }
+    if let Some(key) = &raw.peer_certificate_filter_state_key {
+        check_filter_state_key("waypoint.peer_certificate_filter_state_key", key)?;
+        if *key == raw.peer_principal_filter_state_key {
+            return Err(field_error(
+                "waypoint.peer_certificate_filter_state_key",
+                format!("{key:?} is also peer_principal_filter_state_key: the certificate needs a key of its own"),
+            ));
+        }
+    }
+    Ok(WaypointPeer {
+        peer_principal_filter_state_key: raw.peer_principal_filter_state_key,
+        peer_certificate_filter_state_key: raw.peer_certificate_filter_state_key,
     })
 }
 
@@ -332,6 +444,83 @@ mod tests {
         assert_eq!(
             c.session.on_client_sasl,
             ClientSaslPolicy::AllowWithoutIdentity
+        );
+    }
+
+    #[test]
+    fn sidecar_mode_is_the_default_and_waypoint_mode_is_only_what_is_configured() {
+        let sidecar = parse(b"{}").unwrap();
+        assert_eq!(sidecar.waypoint, None);
+        assert_eq!(
+            sidecar.peer_certificate_filter_state_key,
+            "kafka_identity.peer_cert"
+        );
+        let waypoint = parse(br#"{"waypoint": {}}"#).unwrap();
+        assert_eq!(
+            waypoint.waypoint,
+            Some(WaypointPeer {
+                peer_principal_filter_state_key: "io.istio.peer_principal".into(),
+                peer_certificate_filter_state_key: None,
+            })
+        );
+        let with_cert = parse(
+            br#"{"waypoint": {"peer_principal_filter_state_key": "p",
+                              "peer_certificate_filter_state_key": "kafka_identity.hbone_peer_cert"},
+                 "identity": {"sources": ["spiffe", "subject"]}}"#,
+        )
+        .unwrap()
+        .waypoint
+        .unwrap();
+        assert_eq!(with_cert.peer_principal_filter_state_key, "p");
+        assert_eq!(
+            with_cert.peer_certificate_filter_state_key.as_deref(),
+            Some("kafka_identity.hbone_peer_cert")
+        );
+        // `null` is sidecar mode, as if absent.
+        assert_eq!(parse(br#"{"waypoint": null}"#).unwrap().waypoint, None);
+        assert_eq!(sidecar.identity_source(), "sidecar TLS peer");
+        assert_eq!(
+            waypoint.identity_source(),
+            "waypoint HBONE peer from filter state \"io.istio.peer_principal\""
+        );
+    }
+
+    #[test]
+    fn bad_waypoint_settings_name_the_field() {
+        assert!(
+            err(r#"{"waypoint": {"peer_principal_filter_state_key": ""}}"#)
+                .starts_with("waypoint.peer_principal_filter_state_key: \"\" must be")
+        );
+        assert!(
+            err(r#"{"waypoint": {"peer_principal_filter_state_key": "io.istio. peer"}}"#)
+                .starts_with("waypoint.peer_principal_filter_state_key:")
+        );
+        assert!(
+            err(r#"{"waypoint": {"peer_certificate_filter_state_key": "a\nb"}}"#)
+                .starts_with("waypoint.peer_certificate_filter_state_key:")
+        );
+        assert!(err(
+            r#"{"waypoint": {"peer_certificate_filter_state_key": "io.istio.peer_principal"}}"#
+        )
+        .starts_with(
+            "waypoint.peer_certificate_filter_state_key: \"io.istio.peer_principal\" is also"
+        ));
+        assert!(err(r#"{"waypoint": {"peer_principal": "x"}}"#)
+            .contains("unknown field `peer_principal`"));
+        // The sidecar's key means nothing in a waypoint: refused rather than ignored.
+        assert!(
+            err(r#"{"waypoint": {}, "peer_certificate_filter_state_key": "k"}"#)
+                .starts_with("peer_certificate_filter_state_key: is read from the TLS connection")
+        );
+        // Subject-DN rules without the certificate could never match.
+        assert!(
+            err(r#"{"waypoint": {}, "identity": {"sources": ["spiffe", "subject"]}}"#)
+                .starts_with("identity.sources: \"subject\" needs the client's certificate")
+        );
+        // Sidecar mode keeps its old check.
+        assert_eq!(
+            err(r#"{"peer_certificate_filter_state_key": ""}"#),
+            "peer_certificate_filter_state_key: must not be empty"
         );
     }
 

@@ -15,7 +15,7 @@ use crate::connection::Connection;
 use crate::host::{Clock, HostError};
 use crate::identity_cache::{self, IdentityCache};
 use crate::latest::{filter_key, Latest};
-use crate::peer::{self, PeerProperties};
+use crate::peer::{self, HbonePeer, PeerProperties};
 use crate::session::{Identification, Refusal, RefusalKind};
 use crate::token_cache::{self, TokenCache};
 
@@ -222,8 +222,9 @@ impl RootContext for Root {
         let root_id = property_string(&["plugin_root_id"]).unwrap_or_default();
         self.filter = filter_key(&plugin, &root_id).into();
         info!(
-            "kafka-identity: configured (plugin {plugin}, stat_prefix {}, on_no_identity {:?}, \
-             on_client_sasl {:?}, token {})",
+            "kafka-identity: configured (plugin {plugin}, identity {}, stat_prefix {}, \
+             on_no_identity {:?}, on_client_sasl {:?}, token {})",
+            config.identity_source(),
             config.stat_prefix,
             config.session.on_no_identity,
             config.session.on_client_sasl,
@@ -306,10 +307,22 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
 }
 
 /// What Envoy exposes about the peer; read once, on the first downstream data (the TLS
-/// handshake is complete by then). A peer certificate has a digest: a certificate seen
-/// before is identified from the cache (see `identity_cache`), without reading it.
+/// handshake is complete by then). In a waypoint only the configured filter-state keys: the
+/// inner connection has no TLS of its own. A sidecar's peer certificate has a digest: a
+/// certificate seen before is identified from the cache (see `identity_cache`), without
+/// reading it.
 fn read_peer(configured: &Configured) -> Identification {
     let config = &configured.config;
+    if let Some(keys) = &config.waypoint {
+        let found = HbonePeer {
+            principal: property(&["filter_state", &keys.peer_principal_filter_state_key]),
+            certificate: keys
+                .peer_certificate_filter_state_key
+                .as_deref()
+                .and_then(|key| property(&["filter_state", key])),
+        };
+        return peer::identify_hbone_peer(&config.mapper, keys, &found);
+    }
     match property(&["connection", "sha256_peer_certificate_digest"]) {
         Some(digest) if !digest.is_empty() => configured
             .identities

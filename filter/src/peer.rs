@@ -1,7 +1,10 @@
-//! From what Envoy exposes about the peer to an [`Identification`].
+//! From what Envoy exposes about the peer to an [`Identification`]: in a sidecar the TLS
+//! connection's peer certificate ([`identify`]), in an ambient waypoint the HBONE peer that
+//! Istio recorded in filter state ([`identify_hbone_peer`]).
 
 use kafka_identity_core::{PeerIdentity, PrincipalMapper};
 
+use crate::config::WaypointPeer;
 use crate::session::Identification;
 
 /// Connection properties read from Envoy on the first downstream data.
@@ -43,8 +46,88 @@ pub fn identify(mapper: &PrincipalMapper, props: &PeerProperties) -> Identificat
             }
         }
     };
-    let identity = describe(&peer);
-    match mapper.map(&peer) {
+    map(mapper, &peer)
+}
+
+/// What a waypoint's inner connection carries about the client, read on the first
+/// downstream data from the filter-state keys of [`WaypointPeer`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HbonePeer {
+    /// `waypoint.peer_principal_filter_state_key` (Istio: `io.istio.peer_principal`): the
+    /// verified HBONE peer's URI SANs, joined by `,`.
+    pub principal: Option<Vec<u8>>,
+    /// `waypoint.peer_certificate_filter_state_key`, when configured: the HBONE peer's
+    /// certificate, URL-encoded PEM.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// The client of a connection inside an ambient waypoint. The connection itself is an
+/// internal one without TLS; the client is the peer of the HBONE tunnel it arrived through,
+/// whose certificate Envoy verified when it terminated the tunnel, and whose URI SANs
+/// Istio's `connect_authority` filter copied into filter state. Only Envoy's filters can
+/// write filter state, so a client cannot forge it.
+///
+/// The SPIFFE ID is validated and mapped exactly as a certificate's URI SAN would be. With a
+/// certificate key configured the certificate is required (a missing one would silently
+/// change which principal the subject rules give) and its URI SANs must be the tunnel
+/// peer's, so a key filled by anything but the HBONE listener's `set_filter_state` is
+/// noticed.
+pub fn identify_hbone_peer(
+    mapper: &PrincipalMapper,
+    keys: &WaypointPeer,
+    found: &HbonePeer,
+) -> Identification {
+    let principal_key = &keys.peer_principal_filter_state_key;
+    let Some(raw) = &found.principal else {
+        return Identification::NoPrincipal {
+            identity: "(no HBONE peer)".to_owned(),
+            reason: format!(
+                "no filter state {principal_key:?}: the connection did not come through the \
+                 waypoint's HBONE termination"
+            ),
+        };
+    };
+    let Ok(joined) = std::str::from_utf8(raw) else {
+        return Identification::NoPrincipal {
+            identity: "(unreadable HBONE peer)".to_owned(),
+            reason: format!("filter state {principal_key:?} is not UTF-8"),
+        };
+    };
+    let tunnel_peer = PeerIdentity::from_joined_uri_sans(joined);
+    let peer = match &keys.peer_certificate_filter_state_key {
+        None => tunnel_peer,
+        Some(cert_key) => {
+            let no_principal = |reason: String| Identification::NoPrincipal {
+                identity: describe(&tunnel_peer),
+                reason,
+            };
+            let Some(encoded) = &found.certificate else {
+                return no_principal(format!(
+                    "no filter state {cert_key:?}: the set_filter_state in the waypoint's \
+                     HBONE listener did not run"
+                ));
+            };
+            let certificate = match PeerIdentity::from_url_encoded_pem(encoded) {
+                Ok(certificate) => certificate,
+                Err(e) => return no_principal(format!("filter state {cert_key:?}: {e}")),
+            };
+            if certificate.uri_sans != tunnel_peer.uri_sans {
+                return no_principal(format!(
+                    "the certificate in filter state {cert_key:?} (URI SANs {:?}) is not the \
+                     HBONE peer's ({principal_key:?}: {joined:?})",
+                    certificate.uri_sans.join(",")
+                ));
+            }
+            certificate
+        }
+    };
+    map(mapper, &peer)
+}
+
+/// The principal the mapping rules give the peer, named in logs by [`describe`].
+fn map(mapper: &PrincipalMapper, peer: &PeerIdentity) -> Identification {
+    let identity = describe(peer);
+    match mapper.map(peer) {
         Ok(principal) => Identification::Principal {
             identity,
             principal: principal.name,

@@ -121,3 +121,176 @@ fn garbage_certificate_is_no_principal_not_a_panic() {
         Identification::NoPrincipal { .. }
     ));
 }
+
+// ---- ambient waypoint: the HBONE peer from filter state ----------------------------------
+
+use kafka_identity_filter::config::WaypointPeer;
+use kafka_identity_filter::peer::{identify_hbone_peer, HbonePeer};
+use kafka_identity_filter::session::{NoIdentityPolicy, RefusalKind, Session, Start};
+
+const CERT_KEY: &str = "kafka_identity.hbone_peer_cert";
+
+fn waypoint(json: &str) -> (kafka_identity_core::PrincipalMapper, WaypointPeer) {
+    let c = config::parse(json.as_bytes()).unwrap();
+    (c.mapper, c.waypoint.expect("waypoint mode"))
+}
+
+fn hbone(principal: &str) -> HbonePeer {
+    HbonePeer {
+        principal: Some(principal.as_bytes().to_vec()),
+        certificate: None,
+    }
+}
+
+fn workload_pem_with_subject(spiffe: Option<&str>, cn: &str) -> String {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "acme");
+    dn.push(rcgen::DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.subject_alt_names = spiffe
+        .map(|s| vec![SanType::URI(s.try_into().unwrap())])
+        .unwrap_or_default();
+    params
+        .self_signed(&KeyPair::generate().unwrap())
+        .unwrap()
+        .pem()
+}
+
+fn reason(id: Identification) -> String {
+    match id {
+        Identification::NoPrincipal { reason, .. } => reason,
+        other => panic!("expected no principal, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_hbone_peer_principal_is_mapped_like_a_certificates_spiffe_id() {
+    let (m, keys) = waypoint(r#"{"waypoint": {}}"#);
+    assert_eq!(
+        identify_hbone_peer(&m, &keys, &hbone(PRODUCER)),
+        Identification::Principal {
+            identity: PRODUCER.into(),
+            principal: PRODUCER.into()
+        }
+    );
+    let (m, keys) = waypoint(
+        r#"{"waypoint": {}, "identity": {"spiffe": {"template": "{namespace}.{service_account}"}}}"#,
+    );
+    assert!(matches!(
+        identify_hbone_peer(&m, &keys, &hbone(PRODUCER)),
+        Identification::Principal { principal, .. } if principal == "apps.producer"
+    ));
+    // Other URI SANs next to the SPIFFE ID, as %DOWNSTREAM_PEER_URI_SAN% joins them.
+    let joined = format!("https://example.org/x,{PRODUCER}");
+    assert!(matches!(
+        identify_hbone_peer(&m, &keys, &hbone(&joined)),
+        Identification::Principal { principal, .. } if principal == "apps.producer"
+    ));
+}
+
+#[test]
+fn a_refused_hbone_peer_gets_no_principal_and_no_fallback() {
+    let (m, keys) =
+        waypoint(r#"{"waypoint": {}, "identity": {"fallback_principal": "anonymous-mesh"}}"#);
+    let evil = "spiffe://evil.example/ns/apps/sa/producer";
+    assert!(reason(identify_hbone_peer(&m, &keys, &hbone(evil))).contains("evil.example"));
+    let two = format!("{PRODUCER},spiffe://cluster.local/ns/kafka/sa/kafka");
+    assert!(reason(identify_hbone_peer(&m, &keys, &hbone(&two))).contains("exactly one"));
+    assert!(reason(identify_hbone_peer(
+        &m,
+        &keys,
+        &hbone("SPIFFE://cluster.local/ns/a/sa/b")
+    ))
+    .contains("invalid SPIFFE ID"));
+    let not_utf8 = HbonePeer {
+        principal: Some(vec![0xff, 0xfe]),
+        certificate: None,
+    };
+    assert!(reason(identify_hbone_peer(&m, &keys, &not_utf8)).contains("not UTF-8"));
+}
+
+#[test]
+fn without_the_filter_state_there_is_no_identity_and_the_policies_apply() {
+    let (m, keys) = waypoint(r#"{"waypoint": {"peer_principal_filter_state_key": "k.p"}}"#);
+    let id = identify_hbone_peer(&m, &keys, &HbonePeer::default());
+    assert!(
+        reason(id.clone()).contains("no filter state \"k.p\""),
+        "{id:?}"
+    );
+    // The same policies as a sidecar connection without identity.
+    let reject = config::parse(br#"{"waypoint": {}}"#).unwrap();
+    let mut s = Session::new(&reject.session);
+    let refusal = s
+        .start(&reject.session, &id, 1_700_000_000_000)
+        .unwrap_err();
+    assert_eq!(refusal.kind, RefusalKind::NoIdentity);
+    let pass = config::parse(br#"{"waypoint": {}, "on_no_identity": "pass_through"}"#).unwrap();
+    assert_eq!(pass.session.on_no_identity, NoIdentityPolicy::PassThrough);
+    let mut s = Session::new(&pass.session);
+    assert!(matches!(
+        s.start(&pass.session, &id, 1_700_000_000_000).unwrap(),
+        Start::PassThrough
+    ));
+}
+
+#[test]
+fn the_hbone_peers_certificate_gives_subject_rules_their_dn() {
+    let config = format!(
+        r#"{{"waypoint": {{"peer_certificate_filter_state_key": "{CERT_KEY}"}},
+             "identity": {{"sources": ["spiffe", "subject"],
+                          "subject": {{"rules": "RULE:^CN=([a-z]+),O=acme$/dn:$1/"}}}}}}"#
+    );
+    let (m, keys) = waypoint(&config);
+    // No SPIFFE ID (Envoy renders the empty SAN list as "-"): the subject rule decides.
+    let plain = HbonePeer {
+        principal: Some(b"-".to_vec()),
+        certificate: Some(url_encode(&workload_pem_with_subject(None, "billing"))),
+    };
+    assert!(matches!(
+        identify_hbone_peer(&m, &keys, &plain),
+        Identification::Principal { principal, .. } if principal == "dn:billing"
+    ));
+    // With a SPIFFE ID the SPIFFE source comes first, as in a sidecar.
+    let both = HbonePeer {
+        principal: Some(PRODUCER.as_bytes().to_vec()),
+        certificate: Some(url_encode(&workload_pem_with_subject(Some(PRODUCER), "x"))),
+    };
+    assert!(matches!(
+        identify_hbone_peer(&m, &keys, &both),
+        Identification::Principal { principal, .. } if principal == PRODUCER
+    ));
+}
+
+#[test]
+fn a_configured_certificate_must_be_there_and_be_the_tunnel_peers() {
+    let config =
+        format!(r#"{{"waypoint": {{"peer_certificate_filter_state_key": "{CERT_KEY}"}}}}"#);
+    let (m, keys) = waypoint(&config);
+    // Missing: refused, not mapped from the principal alone.
+    assert!(reason(identify_hbone_peer(&m, &keys, &hbone(PRODUCER)))
+        .contains("set_filter_state in the waypoint's HBONE listener did not run"));
+    // Another workload's certificate than the tunnel's peer.
+    let other = HbonePeer {
+        principal: Some(PRODUCER.as_bytes().to_vec()),
+        certificate: Some(url_encode(&workload_pem(
+            "spiffe://cluster.local/ns/apps/sa/consumer",
+        ))),
+    };
+    assert!(reason(identify_hbone_peer(&m, &keys, &other)).contains("is not the HBONE peer's"));
+    // Garbage: no principal, no panic.
+    let garbage = HbonePeer {
+        principal: Some(PRODUCER.as_bytes().to_vec()),
+        certificate: Some(b"%ZZnot a certificate".to_vec()),
+    };
+    assert!(reason(identify_hbone_peer(&m, &keys, &garbage)).contains(CERT_KEY));
+    // The right one.
+    let right = HbonePeer {
+        principal: Some(PRODUCER.as_bytes().to_vec()),
+        certificate: Some(url_encode(&workload_pem(PRODUCER))),
+    };
+    assert!(matches!(
+        identify_hbone_peer(&m, &keys, &right),
+        Identification::Principal { principal, .. } if principal == PRODUCER
+    ));
+}

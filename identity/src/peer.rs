@@ -123,6 +123,29 @@ impl PeerIdentity {
         })
     }
 
+    /// A peer known only by its URI SANs as Envoy's `%DOWNSTREAM_PEER_URI_SAN%` renders
+    /// them: joined by `,`, or `-` when there are none. This is what Istio's HBONE
+    /// termination (`connect_authority`) puts into the filter state
+    /// `io.istio.peer_principal` of a waypoint's inner connection. Splitting on `,` gives
+    /// back every SAN, so two SPIFFE IDs are caught as ambiguous and a SPIFFE ID next to
+    /// other URIs is found, as with the certificate itself (a SPIFFE ID cannot contain a
+    /// `,`). No subject: the subject-DN source has nothing to work with.
+    pub fn from_joined_uri_sans(value: &str) -> PeerIdentity {
+        let uri_sans: Vec<String> = if value.is_empty() || value == "-" {
+            Vec::new()
+        } else {
+            value.split(',').map(str::to_owned).collect()
+        };
+        let spiffe = SpiffeId::from_uri_sans(&uri_sans);
+        PeerIdentity {
+            subject: None,
+            subject_exact: false,
+            uri_sans,
+            dns_sans: Vec::new(),
+            spiffe,
+        }
+    }
+
     /// Degraded input from Envoy's `connection.uri_san_peer_certificate` (the first URI
     /// SAN only) and `connection.subject_peer_certificate` (OpenSSL's RFC 2253 rendering).
     /// Two SPIFFE SANs cannot be detected from one URI: prefer the certificate.
@@ -198,6 +221,37 @@ mod tests {
         assert!(matches!(
             PeerIdentity::from_der(&vec![0u8; MAX_INPUT_BYTES + 1]),
             Err(IdentityError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn joined_uri_sans() {
+        let one = PeerIdentity::from_joined_uri_sans("spiffe://cluster.local/ns/apps/sa/producer");
+        assert_eq!(one.uri_sans, ["spiffe://cluster.local/ns/apps/sa/producer"]);
+        assert_eq!(one.subject, None);
+        assert_eq!(
+            one.spiffe.unwrap().service_account.as_deref(),
+            Some("producer")
+        );
+        // Other URIs next to the SPIFFE ID, as in the certificate.
+        let mixed = PeerIdentity::from_joined_uri_sans(
+            "https://example.org/x,spiffe://cluster.local/ns/a/sa/b",
+        );
+        assert_eq!(mixed.uri_sans.len(), 2);
+        assert_eq!(mixed.spiffe.unwrap().namespace.as_deref(), Some("a"));
+        // Two SPIFFE IDs: ambiguous, not the first one.
+        let two = PeerIdentity::from_joined_uri_sans("spiffe://a/x,spiffe://b/y");
+        assert!(matches!(two.spiffe, Err(SpiffeProblem::Ambiguous(ref v)) if v.len() == 2));
+        // Envoy's rendering of "no URI SAN".
+        for none in ["", "-"] {
+            let peer = PeerIdentity::from_joined_uri_sans(none);
+            assert!(peer.uri_sans.is_empty());
+            assert_eq!(peer.spiffe, Err(SpiffeProblem::Missing));
+        }
+        // A bad ID is reported, not skipped.
+        assert!(matches!(
+            PeerIdentity::from_joined_uri_sans("spiffe://cluster.local/ns/a b/sa/c").spiffe,
+            Err(SpiffeProblem::Invalid { .. })
         ));
     }
 

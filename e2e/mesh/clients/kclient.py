@@ -111,17 +111,26 @@ def admin(a):
                 f.result(timeout=60)
             out.append(len(bindings))
         elif kind == "elect_preferred":
-            # As kafka-leader-election.sh --election-type PREFERRED does: each partition back to
-            # its preferred leader (a broker that was slow or restarted may have lost leadership).
-            from confluent_kafka import ElectionType, TopicPartition
-            md = client.list_topics(op["topic"], timeout=30)
-            parts = [TopicPartition(op["topic"], p) for p in md.topics[op["topic"]].partitions]
+            # As kafka-leader-election.sh --election-type PREFERRED does: each partition of
+            # op["topic"] (of every topic without one) back to its preferred leader (a broker that
+            # was slow or restarted may have lost leadership).
+            from confluent_kafka import ElectionType, TopicPartition  # noqa: PLC0415
+            parts = None
+            if op.get("topic"):
+                md = client.list_topics(op["topic"], timeout=30)
+                parts = [TopicPartition(op["topic"], p) for p in md.topics[op["topic"]].partitions]
             try:
-                client.elect_leaders(ElectionType.PREFERRED, parts).result(timeout=60)
+                result = client.elect_leaders(ElectionType.PREFERRED, parts).result(timeout=60)
             except KafkaException as e:
                 if e.args[0].code() != KafkaError.ELECTION_NOT_NEEDED:
                     raise
-            out.append("elected")
+                result = {}
+            # Per partition: None, or the error (a KafkaError; a KafkaException in some versions).
+            errors = {tp: err.args[0] if isinstance(err, KafkaException) else err for tp, err in result.items()}
+            # The partitions not led by their preferred leader yet, and why (e.g.
+            # PREFERRED_LEADER_NOT_AVAILABLE while that replica catches up): the caller retries.
+            out.append({f"{tp.topic}-{tp.partition}": err.name() for tp, err in errors.items()
+                        if err is not None and err.code() != KafkaError.ELECTION_NOT_NEEDED})
         elif kind == "brokers":
             out.append(sorted(client.list_topics(timeout=30).brokers))
         elif kind == "describe_acls":

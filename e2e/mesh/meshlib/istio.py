@@ -53,6 +53,11 @@ class Istiod:
                    # ...nor istio.alpn, which istiod adds to outbound HTTP listeners (the
                    # registry's port is HTTP).
                    PILOT_ENABLE_ALPN_FILTER="false",
+                   # Ambient (waypoints, HBONE) for the ambient pass (meshlib/ambient.py), on
+                   # for the whole run: the sidecar passes are unchanged by it. No deployment
+                   # controller: the harness runs the waypoint and writes the Gateway's status.
+                   PILOT_ENABLE_AMBIENT="true",
+                   PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER="false",
                    KUBECONFIG=str(self.kube.kubeconfig))
         env.update(self.extra_env)
         self.proc = Proc("istiod", [
@@ -94,6 +99,8 @@ class Istiod:
 
 class Sidecar:
     """The istio-proxy container of one pod: pilot-agent (proxy user) and its Envoy."""
+
+    proxy_type = "sidecar"   # `pilot-agent proxy <type>`
 
     def __init__(self, pod, mesh):
         self.pod = pod
@@ -166,18 +173,18 @@ class Sidecar:
 
     def start(self, envoy_version, istio_version, extra_env=None):
         self.envoy_version, self.istio_version = envoy_version, istio_version
-        args = ["proxy", "sidecar", "--domain", f"{self.pod.namespace}.svc.cluster.local",
+        args = ["proxy", self.proxy_type, "--domain", f"{self.pod.namespace}.svc.cluster.local",
                 "--proxyLogLevel=warning", "--proxyComponentLogLevel=misc:error,wasm:info",
                 "--log_output_level=default:info"]
-        log = self.pod.dir / f"sidecar-{envoy_version}.log"
-        self.proc = Proc(f"sidecar of pod {self.pod.name} (pilot-agent + Envoy {envoy_version})",
+        log = self.pod.dir / f"{self.proxy_type}-{envoy_version}.log"
+        self.proc = Proc(f"{self.proxy_type} of pod {self.pod.name} (pilot-agent + Envoy {envoy_version})",
                          [*self.pod.exec_prefix(uid=PROXY_UID, cwd=self.dir),
                           self.mesh.tools / "bin" / "pilot-agent", *args],
                          log, env=self.env(envoy_version, istio_version, extra_env)).start()
         return self
 
     def wait_ready(self, timeout=120):
-        wait_for(f"sidecar of pod {self.pod.name} ready (:15021/healthz/ready)", self.ready, timeout,
+        wait_for(f"{self.proxy_type} of pod {self.pod.name} ready (:15021/healthz/ready)", self.ready, timeout,
                  procs=[self.proc])
 
     def ready(self):

@@ -48,6 +48,10 @@ class Mesh:
         self.authz = None
         self.applied = []        # kustomize directories applied, newest last
         self.timings = {}
+        # Parts added while the mesh runs (e.g. meshlib/ambient.py): stopped first on
+        # tear-down, logs listed with the others.
+        self.teardown_hooks = []
+        self.extra_logs = {}
 
     # ---- helpers ----------------------------------------------------------------------
     def envoy_binary(self, version):
@@ -104,6 +108,9 @@ class Mesh:
     def _cluster_objects(self):
         self.kube.kubectl("apply", "--server-side", "-f", self.tools / "istio" / "crd-all.gen.yaml",
                           what="Istio CRDs")
+        # Before istiod starts, so that it watches them (the ambient pass's waypoint Gateway).
+        self.kube.kubectl("apply", "--server-side", "-f", self.tools / "gateway-api" / "standard-crds.yaml",
+                          what="Gateway API CRDs")
         self.kube.wait_crds()
         namespaces = sorted({p.namespace for p in self.pods.values()} | {"istio-system"})
         objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces]
@@ -259,30 +266,33 @@ class Mesh:
         self.kube.kubectl("delete", "-k", path, "--ignore-not-found", what=f"kubectl delete -k {path}")
         self.applied = [p for p in self.applied if p != Path(path)]
 
-    def oci_overlay(self, digest, plugin_config=None):
-        """A user's own overlay of deploy/istio/overlays/wasmplugin-oci: url and sha256, and
-        optionally fields of pluginConfig (merged over the shipped one)."""
-        name = "wasmplugin-oci" if not plugin_config else "wasmplugin-oci-" + "-".join(
+    def oci_overlay(self, digest, plugin_config=None, base="wasmplugin-oci"):
+        """A user's own overlay of deploy/istio/overlays/<base> (an oci:// WasmPlugin): url and
+        sha256, and optionally fields of pluginConfig (merged over the shipped one)."""
+        name = base if not plugin_config else base + "-" + "-".join(
             f"{k}-{v}" for k, v in sorted(plugin_config.items()))
         d = self.state / "overlays" / name
         d.mkdir(parents=True, exist_ok=True)
-        rel = os.path.relpath(REPO / "deploy" / "istio" / "overlays" / "wasmplugin-oci", d)
+        rel = os.path.relpath(REPO / "deploy" / "istio" / "overlays" / base, d)
         ops = [{"op": "replace", "path": "/spec/url",
                 "value": f"oci://{REGISTRY_HOST}/kafka-identity/kafka-identity-wasm:mesh"},
                {"op": "replace", "path": "/spec/sha256", "value": digest}]
         ops += [{"op": "add", "path": f"/spec/pluginConfig/{k}", "value": v}
                 for k, v in sorted((plugin_config or {}).items())]
+        # By kind, not name: each overlay has one WasmPlugin (the waypoint's is named
+        # kafka-identity-waypoint).
         (d / "kustomization.yaml").write_text(yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "resources": [rel],
-            "patches": [{"target": {"kind": "WasmPlugin", "name": "kafka-identity"},
+            "patches": [{"target": {"kind": "WasmPlugin"},
                          "patch": yaml.safe_dump(ops)}]}, sort_keys=False))
         return d
 
     # ---- tear-down ------------------------------------------------------------------------
     def down(self):
         errors = []
-        for step in ([b.stop for b in self.brokers] + [s.stop for s in self.sidecars.values()]
+        for step in (list(reversed(self.teardown_hooks)) + [b.stop for b in self.brokers]
+                     + [s.stop for s in self.sidecars.values()]
                      + [lambda: self.registry and self.registry.stop(), lambda: self.authz and self.authz.stop(),
                         self.istiod.stop, self.kube.down,
                         self.net.down]):
@@ -306,6 +316,7 @@ class Mesh:
             out["registry"] = self.registry.log
         if self.authz:
             out["ext_authz server"] = self.authz.log
+        out.update(self.extra_logs)
         return out
 
 

@@ -13,28 +13,15 @@ import uuid
 import pytest
 import yaml
 
-from checks import (OUR_FILTER, PEER_CERT_FILTER, LogMark, authz, ecds_filters, inbound_chains,
-                    prometheus_counter, rejected_updates, wait_any, wait_until)
+from checks import (OUR_FILTER, PEER_CERT_FILTER, Checks, LogMark, authz, each_denied_the_others_rights, ecds_filters,
+                    inbound_chains, java_round_trip, prometheus_counter, rejected_updates, wait_any, wait_until,
+                    write_every_partition)
 from conftest import CONSUMER, GROUP, PRODUCER, TOPIC
 from deliveries import BOOTSTRAP, DELIVERIES, PROXIES, deliver, our_chain_ok
-from meshlib.mesh import REPO
 from meshlib.topology import AUTHZ_PROVIDER, CLIENT_PORT, CONTROLLER_PORT, INTERNAL_PORT
 
 PASSES = [(v, d) for v in PROXIES for d in DELIVERIES]
 RESULTS = {}   # (proxy, delivery) -> {"chain": ..., "checks": [...]}
-
-
-class Checks:
-    """The assertions a pass made, each with the seconds it took."""
-
-    def __init__(self, into):
-        self.into = into
-        self.t = time.monotonic()
-
-    def append(self, text):
-        now = time.monotonic()
-        self.into.append(f"{text} [{now - self.t:.1f} s]")
-        self.t = now
 
 
 @pytest.mark.parametrize("proxy,delivery", PASSES, ids=[f"istio{v}-{d}" for v, d in PASSES])
@@ -77,20 +64,8 @@ def test_delivery(mesh, proxy, delivery):
     # -- ACL outcomes from plain clients ----------------------------------------------------------
     run = f"{proxy}-{delivery}-{uuid.uuid4().hex[:6]}"
     marks = {b.index: LogMark(b.authorizer_log) for b in mesh.brokers}
-    def spread_leaders():
-        found = mesh.admin({"op": "elect_preferred", "topic": TOPIC}, {"op": "describe_topic", "topic": TOPIC})[1]
-        return found["leaders"] if sorted(set(found["leaders"].values())) == [0, 1, 2] else None
-    leaders = wait_until("partition leaders on all three brokers (preferred leader election)", spread_leaders, 60,
-                         interval=2)
     per_partition = 5
-    for partition in sorted(leaders, key=int):
-        r = mesh.exec("producer", ["kcat", "-b", BOOTSTRAP, "-P", "-t", TOPIC, "-p", partition,
-                                   "-X", "acks=all", "-X", "message.timeout.ms=30000"],
-                      input="".join(f"{run}-kcat-p{partition}-{i}\n" for i in range(per_partition)), timeout=60)
-        assert r.returncode == 0, r.stderr
-    for partition, leader in leaders.items():
-        assert marks[leader].wait_for(*authz(PRODUCER, "Allowed", "WRITE", f"Topic:LITERAL:{TOPIC}")), \
-            f"broker {leader} (leader of partition {partition}) logged no allowed WRITE for {PRODUCER}"
+    leaders = write_every_partition(mesh, "producer", BOOTSTRAP, TOPIC, f"{run}-kcat", PRODUCER, marks, per_partition)
     passed.append("producer (kcat) wrote every partition; each leader's authorizer allowed WRITE for "
                   f"User:{PRODUCER}")
     got = mesh.kclient("consumer", "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", f"{run}-kcat",
@@ -102,35 +77,13 @@ def test_delivery(mesh, proxy, delivery):
     assert any(leader != group["coordinator"] for leader in leaders.values()), (group, leaders)
     passed.append(f"group coordinator broker {group['coordinator']} differs from a partition leader ({leaders})")
 
-    denied = mesh.kclient("consumer", "produce", BOOTSTRAP, TOPIC, "--count", "1", "--prefix", f"{run}-x",
-                          "--timeout", "20")
-    assert denied["delivered"] == 0 and "TOPIC_AUTHORIZATION_FAILED" in denied["errors"], denied
-    assert wait_any(marks.values(), *authz(CONSUMER, "Denied", "WRITE", f"Topic:LITERAL:{TOPIC}"))
+    errors = each_denied_the_others_rights(mesh, "producer", "consumer", BOOTSTRAP, TOPIC, GROUP, run, marks,
+                                           PRODUCER, CONSUMER)
     passed.append(f"consumer may not write: TOPIC_AUTHORIZATION_FAILED, authorizer denied WRITE for User:{CONSUMER}")
-    denied = mesh.kclient("producer", "consume", BOOTSTRAP, TOPIC, "--group", GROUP, "--prefix", run,
-                          "--want", "1", "--timeout", "20")
-    assert denied["consumed"] == 0 and ({"GROUP_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED"}
-                                        & set(denied["errors"])), denied
-    # Its consumer is stopped at FindCoordinator: no Describe on the group, let alone Read.
-    assert wait_any(marks.values(), *authz(PRODUCER, "Denied", "DESCRIBE", f"Group:LITERAL:{GROUP}"))
-    passed.append(f"producer may not read: {'/'.join(denied['errors'])}, "
-                  f"authorizer denied the group to User:{PRODUCER}")
+    passed.append(f"producer may not read: {'/'.join(errors)}, authorizer denied the group to User:{PRODUCER}")
 
     # Java client, as shipped (console tools), PLAINTEXT to the Service.
-    lines = [f"{run}-java-{i}" for i in range(6)]
-    r = mesh.exec("producer", ["java", "-Xmx192m", "-XX:TieredStopAtLevel=1",
-                               f"-Dlog4j2.configurationFile={REPO}/e2e/local/tools-log4j2.xml",
-                               "-cp", mesh.kafka_classpath, "org.apache.kafka.tools.ConsoleProducer",
-                               "--bootstrap-server", BOOTSTRAP, "--topic", TOPIC,
-                               "--command-property", "acks=all"], input="\n".join(lines) + "\n", timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = mesh.exec("consumer", ["java", "-Xmx192m", "-XX:TieredStopAtLevel=1",
-                               f"-Dlog4j2.configurationFile={REPO}/e2e/local/tools-log4j2.xml",
-                               "-cp", mesh.kafka_classpath, "org.apache.kafka.tools.consumer.ConsoleConsumer",
-                               "--bootstrap-server", BOOTSTRAP, "--topic", TOPIC, "--group", GROUP,
-                               "--timeout-ms", "60000", "--max-messages", str(len(lines))], timeout=120, check=False)
-    seen = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{run}-java-")]
-    assert sorted(seen) == sorted(lines), f"Java consumer read {seen}; stderr: {r.stderr[-1500:]}"
+    java_round_trip(mesh, "producer", "consumer", BOOTSTRAP, TOPIC, GROUP, run)
     passed.append("Java client (console producer/consumer 4.4.0) wrote and read back through the mesh")
 
     # -- counters on every broker sidecar ---------------------------------------------------------
