@@ -20,6 +20,9 @@ import kafka_raw  # noqa: E402,F401  (re-exported: the raw-socket Kafka client o
 from side_stack import SideStack  # noqa: E402
 
 FIGURES = REPO / "e2e" / ".state" / "figures"
+# queued.max.request.bytes of the 2-worker stack's broker: room for two frames of Kafka's
+# largest request size (socket.request.max.bytes, 100 MiB) at once, in a 1 GiB heap.
+BROKER_REQUEST_MEMORY = 256 * 1024 * 1024
 STATS_FLUSH_S = 5.5  # server.memory_* gauges are refreshed at Envoy's stats flush (every 5 s)
 # What a trapped VM or a Rust panic leaves in Envoy's log: the filter's panic hook logs
 # "panicked at ..." (critical); proxy-wasm-cpp-host reports a V8 trap as
@@ -178,8 +181,18 @@ def two_worker_stack():
     """A side stack whose Envoy runs 2 workers, as an Istio sidecar does (own state and
     ports: the main stack's + 500), with production-like logging: one line per connection."""
     raise_fd_limit(8192)  # Envoy and Kafka inherit it: 2 sockets per connection in Envoy
+    # The broker bounds what requests in flight may hold, as docs/reliability.md advises: the
+    # hostile streams declare frames of up to 100 MiB (Kafka's socket.request.max.bytes, and the
+    # filter's default limit), which a broker allocates when the size arrives. Unbounded, six at
+    # once threw OutOfMemoryError in a 512 MiB broker's network thread and stalled the
+    # well-behaved consumer on it (seen once in a CI run).
+    broker_conf = REPO / "e2e" / ".state" / "workers2-broker.properties"
+    broker_conf.parent.mkdir(parents=True, exist_ok=True)
+    broker_conf.write_text(f"queued.max.request.bytes={BROKER_REQUEST_MEMORY}\n")
     side = SideStack("workers2", 500, {"KAFKA_IDENTITY_ENVOY_CONCURRENCY": "2",
-                                       "KAFKA_IDENTITY_ENVOY_WASM_LOG_LEVEL": "info"})
+                                       "KAFKA_IDENTITY_ENVOY_WASM_LOG_LEVEL": "info",
+                                       "KAFKA_IDENTITY_KAFKA_EXTRA_CONFIG": str(broker_conf),
+                                       "KAFKA_IDENTITY_KAFKA_HEAP": "-Xmx1g -Xms256m"})
     try:
         yield side.up()
     finally:
