@@ -160,6 +160,10 @@ def direct_metadata(stack, token):
         "bootstrap.servers": stack.stack["KAFKA_IDENTITY_MESH_LISTENER"],
         "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "OAUTHBEARER",
         "oauth_cb": lambda _config: (token, time.time() + 3600)})
+    # librdkafka asks for the token through an event that only poll() serves; list_topics()
+    # alone sometimes waited its whole timeout without connecting (seen in a CI run: no SASL
+    # attempt reached the broker, and the control below failed).
+    client.poll(2)
     try:
         return sorted(client.list_topics(timeout=8).topics)
     except Exception:  # noqa: BLE001 - any failure means the broker did not let it in
