@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kafka_raw  # noqa: E402
+import procfs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = [100, 1024, 102400]
@@ -131,25 +131,7 @@ class Stack:
         return 0
 
     def wasm_linear_memory_kib(self) -> tuple[int, int]:
-        """(resident KiB, size KiB) of the Wasm linear memories: V8 reserves ~8 GiB per
-        memory and makes the accessible part read-write, so each memory is the rw-p mapping
-        right before an inaccessible mapping of several GiB."""
-        maps, cur = [], None
-        for line in Path(f"/proc/{self.envoy_pid}/smaps").read_text().splitlines():
-            m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+)", line)
-            if m:
-                cur = {"start": int(m[1], 16), "end": int(m[2], 16), "perm": m[3], "rss": 0}
-                maps.append(cur)
-            elif line.startswith("Rss:") and cur is not None:
-                cur["rss"] = int(line.split()[1])
-        rss = size = 0
-        for prev, nxt in itertools.pairwise(maps):
-            if (prev["perm"].startswith("rw") and nxt["perm"].startswith("---")
-                    and prev["end"] == nxt["start"] and nxt["end"] - nxt["start"] >= 4 << 30):
-                rss += prev["rss"]
-                size += (prev["end"] - prev["start"]) // 1024
-        return rss, size
-
+        return procfs.wasm_linear_memory_kib(self.envoy_pid)
 
 def machine_cpu_busy() -> tuple[int, int]:
     f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

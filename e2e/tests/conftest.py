@@ -12,10 +12,11 @@ import socket
 import subprocess
 import time
 import uuid
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from side_stack import envoy_stats, filter_counters
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 30.0  # upper bound for any single wait in this suite (seconds)
@@ -80,20 +81,11 @@ class Stack:
 
     # ---- Envoy admin --------------------------------------------------------------
     def stats(self):
-        url = f"http://{self.envoy_admin}/stats"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            name, sep, value = line.rpartition(": ")
-            if sep and re.fullmatch(r"-?\d+", value.strip()):
-                out[name] = int(value)
-        return out
+        return envoy_stats(self.envoy_admin)
 
     def counters(self):
         """The filter's own counters (wasmcustom.kafka_identity.<name>) -> {name: value}."""
-        prefix = "wasmcustom.kafka_identity."
-        return {k[len(prefix):]: v for k, v in self.stats().items() if k.startswith(prefix)}
+        return filter_counters(self.envoy_admin)
 
     # ---- TLS sockets ------------------------------------------------------------------
     def tls_socket(self, who=None, timeout=10):

@@ -4,7 +4,7 @@ log, and the filter's per-connection outcome lines. Also: raising this process's
 descriptor limit (its children, Envoy and Kafka, inherit it) and recording the figures a
 test measured, for the document."""
 
-import itertools
+import hashlib
 import json
 import re
 import resource
@@ -16,8 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 import kafka_raw  # noqa: E402,F401  (re-exported: the raw-socket Kafka client of bench/)
+import procfs  # noqa: E402
 
-from side_stack import SideStack  # noqa: E402
+from side_stack import SideStack, envoy_stats, filter_counters  # noqa: E402
 
 FIGURES = REPO / "e2e" / ".state" / "figures"
 # queued.max.request.bytes of the 2-worker stack's broker: room for two frames of Kafka's
@@ -57,6 +58,15 @@ def record_figures(name, figures):
     print(f"\n[figures] {name}: {json.dumps(figures)}")
 
 
+
+def checksum(values):
+    """Of a collection of records (bytes): equal for two collections exactly when they hold the
+    same records, whatever their order."""
+    h = hashlib.sha256()
+    for v in sorted(values):
+        h.update(hashlib.sha256(v).digest())
+    return h.hexdigest()
+
 class Envoy:
     """The side stack's Envoy, seen from outside: /proc and the admin endpoint."""
 
@@ -69,19 +79,10 @@ class Envoy:
         self.port = int(side.stack["KAFKA_IDENTITY_BOOTSTRAP"].rsplit(":", 1)[1])
 
     def stats(self, regex=""):
-        url = f"http://{self.admin}/stats" + (f"?filter={regex}" if regex else "")
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            name, sep, value = line.rpartition(": ")
-            if sep and re.fullmatch(r"-?\d+", value.strip()):
-                out[name] = int(value)
-        return out
+        return envoy_stats(self.admin, regex)
 
     def counters(self):
-        prefix = "wasmcustom.kafka_identity."
-        return {k[len(prefix):]: v for k, v in self.stats(r"^wasmcustom\.kafka_identity\.").items()}
+        return filter_counters(self.admin)
 
     def vm_stats(self):
         """Envoy's own Wasm stats: VMs created and active per runtime, the plugin's VM
@@ -115,25 +116,8 @@ class Envoy:
         return len(list(Path(f"/proc/{self.pid}/fd").iterdir()))
 
     def wasm_linear_memory_kib(self):
-        """(resident KiB, size KiB) of the Wasm VMs' linear memories, as bench/harness.py
-        measures them: V8 reserves several GiB per memory and makes the accessible part
-        read-write, so each memory is a rw-p mapping directly followed by an inaccessible
-        mapping of at least 4 GiB."""
-        maps, cur = [], None
-        for line in Path(f"/proc/{self.pid}/smaps").read_text().splitlines():
-            m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+)", line)
-            if m:
-                cur = {"start": int(m[1], 16), "end": int(m[2], 16), "perm": m[3], "rss": 0}
-                maps.append(cur)
-            elif line.startswith("Rss:") and cur is not None:
-                cur["rss"] = int(line.split()[1])
-        rss = size = 0
-        for prev, nxt in itertools.pairwise(maps):
-            if (prev["perm"].startswith("rw") and nxt["perm"].startswith("---")
-                    and prev["end"] == nxt["start"] and nxt["end"] - nxt["start"] >= 4 << 30):
-                rss += prev["rss"]
-                size += (prev["end"] - prev["start"]) // 1024
-        return rss, size
+        """(resident KiB, size KiB) of the Wasm VMs' linear memories (bench/procfs.py)."""
+        return procfs.wasm_linear_memory_kib(self.pid)
 
     def memory(self, settle=True):
         """Envoy's RSS, tcmalloc's allocated bytes and heap, the linear memories; after a

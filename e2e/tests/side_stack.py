@@ -4,9 +4,11 @@ stopped with e2e/local/stack-down, beside the main stack the suite runs against.
 
 import logging
 import os
+import re
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -67,13 +69,7 @@ class SideStack:
         assert run.returncode == 0, run.stderr
 
     def counter(self, name):
-        import urllib.request
-        url = f"http://{self.stack['KAFKA_IDENTITY_ENVOY_ADMIN']}/stats?filter=wasmcustom.kafka_identity.{name}$"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(f"wasmcustom.kafka_identity.{name}:"):
-                    return int(line.split(":")[1])
-        return 0
+        return filter_counters(self.stack["KAFKA_IDENTITY_ENVOY_ADMIN"]).get(name, 0)
 
     def client_conf(self, sa):
         certs = self.stack["KAFKA_IDENTITY_CERTS"]
@@ -94,6 +90,28 @@ class LinkLog(logging.Handler):
         text = record.getMessage()
         if "Disconnected" in text or "Connection reset" in text:
             self.disconnects.append(text)
+
+
+FILTER_STAT_PREFIX = "wasmcustom.kafka_identity."
+
+
+def envoy_stats(admin, regex=""):
+    """Envoy's numeric stats from its admin `/stats` (only those matching `regex`)."""
+    url = f"http://{admin}/stats" + (f"?filter={regex}" if regex else "")
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.rpartition(": ")
+        if sep and re.fullmatch(r"-?\d+", value.strip()):
+            out[name] = int(value)
+    return out
+
+
+def filter_counters(admin):
+    """The filter's own counters (wasmcustom.kafka_identity.<name>) -> {name: value}."""
+    stats = envoy_stats(admin, "^" + re.escape(FILTER_STAT_PREFIX))
+    return {k[len(FILTER_STAT_PREFIX):]: v for k, v in stats.items()}
 
 
 def wait_for_text(path, text, timeout=30.0):

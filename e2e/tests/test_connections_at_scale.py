@@ -9,14 +9,13 @@ freed, so memory leaked during the churn would first fill the room the first 1,0
 and not show. The second 1,000 need that room again: what leaked shows as growth of the
 linear memory beyond the first high-water mark."""
 
-import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from conftest import read_all
-from reliability import Envoy, kafka_raw, raise_fd_limit, record_figures
+from reliability import Envoy, checksum, kafka_raw, raise_fd_limit, record_figures
 
 OPEN = int(os.environ.get("RELIABILITY_OPEN_CONNECTIONS", "1000"))
 CHURN = int(os.environ.get("RELIABILITY_CHURN_CONNECTIONS", "10000"))
@@ -30,13 +29,6 @@ TEST_BUDGET_S = 900  # the whole test stops (and fails) after this
 BOUND_ALLOCATED_KIB = 2048  # server.memory_allocated (tcmalloc's bytes in use)
 BOUND_RSS_KIB = 8192  # Envoy's RSS (tcmalloc keeps freed pages: flat after the high-water mark)
 BOUND_WASM_KIB = 128  # Wasm linear memory of all VMs, resident and size
-
-def digest(values):
-    h = hashlib.sha256()
-    for v in sorted(values):
-        h.update(hashlib.sha256(v).digest())
-    return h.hexdigest()
-
 
 def test_thousand_open_then_ten_thousand_churned(two_workers):
     side = two_workers
@@ -158,7 +150,7 @@ def test_thousand_open_then_ten_thousand_churned(two_workers):
                                 "orders", want=lambda g: sum(v.startswith(run.encode()) for _, v in g) >= len(values))
     assert not read_errors, read_errors[:5]
     mine = [v for _, v in got if v.startswith(run.encode())]
-    assert len(mine) == len(values) and digest(mine) == digest(values), f"read back {len(mine)} of {len(values)}"
+    assert len(mine) == len(values) and checksum(mine) == checksum(values), f"read back {len(mine)} of {len(values)}"
 
     churn_growth = {k: memory["churned"][k] - memory["closed"][k] for k in memory["end"]}
     reopen_growth = {k: memory["open_again"][k] - memory["open"][k] for k in memory["end"]}

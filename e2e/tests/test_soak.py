@@ -6,7 +6,6 @@ minute. Asserts no disconnect and no client error, no authentication failure and
 authentication after the clients settled (no reconnect), and no record lost or duplicated:
 by count and by checksum over a read_committed read-back of everything acknowledged."""
 
-import hashlib
 import logging
 import os
 import threading
@@ -16,7 +15,7 @@ import uuid
 import pytest
 
 from conftest import read_all
-from reliability import Envoy, raise_fd_limit, record_figures
+from reliability import Envoy, checksum, raise_fd_limit, record_figures
 from side_stack import REPO, LinkLog, SideStack
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "2"))
@@ -63,13 +62,6 @@ def make_topic(side):
     for f in admin.create_acls(bindings).values():
         f.result(30)
     time.sleep(1)  # the authorizer reads the ACLs from the metadata log
-
-
-def checksum(values):
-    h = hashlib.sha256()
-    for v in sorted(values):
-        h.update(hashlib.sha256(v).digest())
-    return h.hexdigest()
 
 
 def test_soak_at_a_fixed_rate_through_reauthentication(soak_stack):
