@@ -115,6 +115,14 @@ def _check_authenticate(resp: bytes) -> None:
         raise KafkaError(f"SaslAuthenticate error {err}: {msg}")
 
 
+def _auth_bytes(resp: bytes) -> bytes:
+    """SaslAuthenticate v1 auth_bytes: after error_code and the nullable error_message."""
+    (n,) = struct.unpack_from(">h", resp, 2)
+    off = 4 + max(n, 0)
+    (size,) = struct.unpack_from(">i", resp, off)
+    return resp[off + 4:off + 4 + max(size, 0)]
+
+
 class Conn:
     """One Kafka connection (plain TCP or TLS), requests sent and answered one at a time."""
 
@@ -152,8 +160,25 @@ class Conn:
         if err:
             raise KafkaError(f"ApiVersions error {err}")
 
-    def metadata(self, topic: str) -> None:
-        self.request(API_METADATA, 8, metadata_body(topic))
+    def metadata(self, topic: str) -> int:
+        """Metadata for one topic; returns that topic's error code (0: it exists and we may see it)."""
+        resp = self.request(API_METADATA, 8, metadata_body(topic))
+        off = 4  # throttle_time_ms
+        (brokers,) = struct.unpack_from(">i", resp, off)
+        off += 4
+        for _ in range(brokers):
+            off += 4  # node_id
+            (host_len,) = struct.unpack_from(">h", resp, off)
+            off += 2 + host_len + 4  # host, port
+            (rack_len,) = struct.unpack_from(">h", resp, off)
+            off += 2 + max(rack_len, 0)
+        (cluster_len,) = struct.unpack_from(">h", resp, off)
+        off += 2 + max(cluster_len, 0) + 4  # cluster_id, controller_id
+        (topics,) = struct.unpack_from(">i", resp, off)
+        if topics != 1:
+            raise KafkaError(f"Metadata answered {topics} topics, asked for 1")
+        (err,) = struct.unpack_from(">h", resp, off + 4)
+        return err
 
     def produce(self, topic: str, partition: int, batch: bytes) -> None:
         resp = self.request(API_PRODUCE, 8, produce_body(topic, partition, batch))
@@ -173,6 +198,13 @@ class Conn:
             raise KafkaError(f"SaslHandshake error {err}")
         resp = self.request(API_SASL_AUTHENTICATE, 1, _bytes(client_first(token or unsecured_jwt(sub))))
         _check_authenticate(resp)
+        challenge = _auth_bytes(resp)
+        if challenge:
+            # RFC 7628 §3.2.2: a refused token comes back as an error challenge with error code 0;
+            # the client answers with a lone 0x01 and the broker then closes with the error.
+            resp = self.request(API_SASL_AUTHENTICATE, 1, _bytes(b"\x01"))
+            _check_authenticate(resp)
+            raise KafkaError(f"SaslAuthenticate refused: {challenge.decode(errors='replace')}")
 
     def sasl_pipelined_api_versions(self, token: str) -> None:
         """SaslHandshake + SaslAuthenticate + ApiVersions in one write, then their three answers:
