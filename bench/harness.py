@@ -21,12 +21,11 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kafka_raw  # noqa: E402
-import procfs  # noqa: E402
+import envoy_probe  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = [100, 1024, 102400]
@@ -100,14 +99,7 @@ class Stack:
 
     # ---- Envoy observations ------------------------------------------------------
     def stats(self, regex: str) -> dict[str, int]:
-        url = f"http://{self.admin}/stats?filter={regex}"
-        out = {}
-        with urllib.request.urlopen(url, timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                k, _, v = line.partition(": ")
-                if v.strip().lstrip("-").isdigit():
-                    out[k] = int(v)
-        return out
+        return envoy_probe.stats(self.admin, regex)
 
     def cpu_seconds(self) -> float:
         """Envoy's CPU time, all threads, in ns resolution (schedstat: time on a CPU)."""
@@ -131,7 +123,8 @@ class Stack:
         return 0
 
     def wasm_linear_memory_kib(self) -> tuple[int, int]:
-        return procfs.wasm_linear_memory_kib(self.envoy_pid)
+        return envoy_probe.wasm_linear_memory_kib(self.envoy_pid)
+
 
 def machine_cpu_busy() -> tuple[int, int]:
     f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

@@ -107,20 +107,15 @@ def client_first(token: str) -> bytes:
     return f"n,,\x01auth=Bearer {token}\x01\x01".encode()
 
 
-def _check_authenticate(resp: bytes) -> None:
-    (err,) = struct.unpack_from(">h", resp, 0)
+def _authenticate_answer(resp: bytes) -> bytes:
+    """A SaslAuthenticate v1 answer: raises on its error code, else returns its auth_bytes
+    (which come after the error code and the nullable error message)."""
+    (err, n) = struct.unpack_from(">hh", resp, 0)
+    msg_end = 4 + max(n, 0)
     if err:
-        (n,) = struct.unpack_from(">h", resp, 2)
-        msg = resp[4:4 + n].decode(errors="replace") if n > 0 else ""
-        raise KafkaError(f"SaslAuthenticate error {err}: {msg}")
-
-
-def _auth_bytes(resp: bytes) -> bytes:
-    """SaslAuthenticate v1 auth_bytes: after error_code and the nullable error_message."""
-    (n,) = struct.unpack_from(">h", resp, 2)
-    off = 4 + max(n, 0)
-    (size,) = struct.unpack_from(">i", resp, off)
-    return resp[off + 4:off + 4 + max(size, 0)]
+        raise KafkaError(f"SaslAuthenticate error {err}: {resp[4:msg_end].decode(errors='replace')}")
+    (size,) = struct.unpack_from(">i", resp, msg_end)
+    return resp[msg_end + 4:msg_end + 4 + max(size, 0)]
 
 
 class Conn:
@@ -197,13 +192,11 @@ class Conn:
         if err:
             raise KafkaError(f"SaslHandshake error {err}")
         resp = self.request(API_SASL_AUTHENTICATE, 1, _bytes(client_first(token or unsecured_jwt(sub))))
-        _check_authenticate(resp)
-        challenge = _auth_bytes(resp)
+        challenge = _authenticate_answer(resp)
         if challenge:
             # RFC 7628 §3.2.2: a refused token comes back as an error challenge with error code 0;
             # the client answers with a lone 0x01 and the broker then closes with the error.
-            resp = self.request(API_SASL_AUTHENTICATE, 1, _bytes(b"\x01"))
-            _check_authenticate(resp)
+            _authenticate_answer(self.request(API_SASL_AUTHENTICATE, 1, _bytes(b"\x01")))
             raise KafkaError(f"SaslAuthenticate refused: {challenge.decode(errors='replace')}")
 
     def sasl_pipelined_api_versions(self, token: str) -> None:
@@ -228,7 +221,7 @@ class Conn:
         (err,) = struct.unpack_from(">h", answers[0], 4)
         if err:
             raise KafkaError(f"SaslHandshake error {err}")
-        _check_authenticate(answers[1][4:])
+        _authenticate_answer(answers[1][4:])
         (err,) = struct.unpack_from(">h", answers[2], 4)
         if err:
             raise KafkaError(f"ApiVersions error {err}")

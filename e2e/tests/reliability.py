@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 import kafka_raw  # noqa: E402,F401  (re-exported: the raw-socket Kafka client of bench/)
-import procfs  # noqa: E402
+import envoy_probe  # noqa: E402
 
 from side_stack import SideStack, envoy_stats, filter_counters  # noqa: E402
 
@@ -25,6 +25,7 @@ FIGURES = REPO / "e2e" / ".state" / "figures"
 # largest request size (socket.request.max.bytes, 100 MiB) at once, in a 1 GiB heap.
 BROKER_REQUEST_MEMORY = 256 * 1024 * 1024
 STATS_FLUSH_S = 5.5  # server.memory_* gauges are refreshed at Envoy's stats flush (every 5 s)
+LOG_FLUSH_S = 11  # Envoy writes its log file every 10 s (default --file-flush-interval-msec)
 # What a trapped VM or a Rust panic leaves in Envoy's log: the filter's panic hook logs
 # "panicked at ..." (critical); proxy-wasm-cpp-host reports a V8 trap as
 # "Function: <name> failed: Uncaught RuntimeError: ..."; a VM that cannot be used any more
@@ -58,7 +59,6 @@ def record_figures(name, figures):
     print(f"\n[figures] {name}: {json.dumps(figures)}")
 
 
-
 def checksum(values):
     """Of a collection of records (bytes): equal for two collections exactly when they hold the
     same records, whatever their order."""
@@ -66,6 +66,7 @@ def checksum(values):
     for v in sorted(values):
         h.update(hashlib.sha256(v).digest())
     return h.hexdigest()
+
 
 class Envoy:
     """The side stack's Envoy, seen from outside: /proc and the admin endpoint."""
@@ -116,8 +117,8 @@ class Envoy:
         return len(list(Path(f"/proc/{self.pid}/fd").iterdir()))
 
     def wasm_linear_memory_kib(self):
-        """(resident KiB, size KiB) of the Wasm VMs' linear memories (bench/procfs.py)."""
-        return procfs.wasm_linear_memory_kib(self.pid)
+        """(resident KiB, size KiB) of the Wasm VMs' linear memories (bench/envoy_probe.py)."""
+        return envoy_probe.wasm_linear_memory_kib(self.pid)
 
     def memory(self, settle=True):
         """Envoy's RSS, tcmalloc's allocated bytes and heap, the linear memories; after a

@@ -6,13 +6,16 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from envoy_probe import stats as envoy_stats  # noqa: E402  (bench/: one reader of Envoy's /stats)
+
 LOCAL = REPO / "e2e" / "local"
 CLI = Path(os.environ.get("KAFKA_IDENTITY_CLI", REPO / "target" / "release" / "kafka-identity"))
 PYTHON = REPO / ".tools" / "venv" / "bin" / "python"
@@ -93,19 +96,6 @@ class LinkLog(logging.Handler):
 
 
 FILTER_STAT_PREFIX = "wasmcustom.kafka_identity."
-
-
-def envoy_stats(admin, regex=""):
-    """Envoy's numeric stats from its admin `/stats` (only those matching `regex`)."""
-    url = f"http://{admin}/stats" + (f"?filter={regex}" if regex else "")
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        name, sep, value = line.rpartition(": ")
-        if sep and re.fullmatch(r"-?\d+", value.strip()):
-            out[name] = int(value)
-    return out
 
 
 def filter_counters(admin):

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from reliability import OUTCOME_OF, REPO, Envoy, kafka_raw, record_figures
+from reliability import LOG_FLUSH_S, OUTCOME_OF, REPO, Envoy, kafka_raw, record_figures
 from side_stack import produce_and_consume
 
 CORPORA = [REPO / "kafka-codec" / "fuzz" / "corpus" / d for d in ("requests", "responses")]
@@ -181,10 +181,10 @@ def test_fuzz_corpora_through_envoy_harm_no_one_else(two_workers):
     todo = streams()
     assert len(todo) >= 100, f"only {len(todo)} streams from {CORPORA}"
     held = held_connection_per_worker(side, envoy, ctx)
-    # Envoy writes its log file every 10 s (--file-flush-interval-msec): let the lines of the
-    # connections made so far reach the file first, or they land after log_offset and are
-    # counted as the replay's while the counters below already hold them (seen in CI: 5).
-    time.sleep(11)
+    # Let the log lines of the connections made so far reach Envoy's log file first, or they
+    # land after log_offset and are counted as the replay's while the counters below already
+    # hold them (seen in CI: 5).
+    time.sleep(LOG_FLUSH_S)
     vm_before, counters_before, listener_before = envoy.vm_stats(), envoy.counters(), envoy.listener()
     log_offset = envoy.log_offset()
     results, failures = [], []

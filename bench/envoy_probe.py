@@ -1,9 +1,23 @@
-"""What /proc says about a running Envoy, shared by the benchmark (bench/harness.py) and the
-reliability tests (e2e/tests/reliability.py)."""
+"""What a running Envoy shows from outside, its admin /stats and its /proc, read one way by
+the benchmark (bench/harness.py) and the end-to-end tests (e2e/tests/)."""
 
 import itertools
 import re
+import urllib.request
 from pathlib import Path
+
+
+def stats(admin, regex=""):
+    """Envoy's numeric stats from its admin `/stats` (only those matching `regex`)."""
+    url = f"http://{admin}/stats" + (f"?filter={regex}" if regex else "")
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.rpartition(": ")
+        if sep and re.fullmatch(r"-?\d+", value.strip()):
+            out[name] = int(value)
+    return out
 
 
 def wasm_linear_memory_kib(pid) -> tuple[int, int]:
