@@ -1,0 +1,17 @@
+// kube-apiserver for the kind node image (e2e/kind/local): the real kube-apiserver of k8s.io/kubernetes at the
+// version go.mod pins, built from the Go module proxy (no release binaries are reachable here).
+package main
+
+import (
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	"os"
+	_ "time/tzdata" // CronJob time zones
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
