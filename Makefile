@@ -30,7 +30,7 @@ help:
 	@echo "make e2e-mesh    Istio mesh end to end: kube-apiserver, istiod, sidecars, 3 brokers (no Docker)"
 	@echo "make e2e-mesh-faults  the mesh's fault scenarios repeated FAULT_REPEATS times, with a summary"
 	@echo "make cli         build target/release/kafka-identity; make completions: its bash/zsh/fish completions"
-	@echo "make e2e-kind    kind + Istio end to end (needs a Docker engine)"
+	@echo "make e2e-kind    kind + Istio end to end: its own Docker engine, every image built here (root)"
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
 	@echo "make bench-codec criterion benchmark of the request scanner"
 	@echo "make bench-filter criterion benchmark of what a connection costs the filter's code"
@@ -133,8 +133,15 @@ e2e-mesh-faults: setup wasm
 	KAFKA_IDENTITY_MESH_FAULT_REPEATS=$(FAULT_REPEATS) e2e/mesh/run -k test_reliability
 	.tools/venv/bin/python e2e/mesh/reliability_report.py
 
-e2e-kind: wasm
-	e2e/kind/run
+# kind + Istio end to end on this machine: its own Docker engine and every image built here from
+# pinned parts (e2e/kind/local; root). KIND_ARGS go to e2e/kind/run, e.g. --delivery envoyfilter.
+# With internet and a Docker engine of your own, e2e/kind/run alone pulls everything instead.
+KIND_ARGS ?=
+e2e-kind: setup wasm
+	scripts/install-mesh
+	scripts/install-deploy-tools
+	scripts/install-kind
+	e2e/kind/local/run-here $(KIND_ARGS)
 
 # bench/null-filter: a Wasm filter that does nothing, the benchmark's path (n).
 bench: setup wasm cli
