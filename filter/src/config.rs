@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use kafka_identity_core::{IdentityConfig, PrincipalMapper, SourceKind};
+use kafka_identity_core::{from_json_naming_fields, IdentityConfig, PrincipalMapper, SourceKind};
 use serde::Deserialize;
 
 use crate::session::{ClientSaslPolicy, NoIdentityPolicy, SessionSettings};
@@ -24,7 +24,7 @@ const MAX_TOKEN_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 const MIN_MAX_FRAME_BYTES: u32 = 1024;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 struct RawConfig {
     stat_prefix: String,
     identity: IdentityConfig,
@@ -47,7 +47,7 @@ struct RawConfig {
 /// `waypoint`: the filter runs in an Istio ambient waypoint, where the connection it sees is
 /// an internal one (no TLS) and the client is the peer of the HBONE tunnel it came through.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 struct RawWaypoint {
     peer_principal_filter_state_key: String,
     peer_certificate_filter_state_key: Option<String>,
@@ -64,7 +64,7 @@ impl Default for RawWaypoint {
 
 /// `signing`: sign tokens instead of sending unsecured ones.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 struct RawSigning {
     #[serde(default = "default_algorithm")]
     algorithm: Algorithm,
@@ -161,7 +161,9 @@ pub fn parse_with_env(
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
-        serde_json::from_str(text).map_err(|e| field_error("configuration", e))?
+        // The identity crate's parser, so a nested field is named by its path
+        // (`signing.issuer: missing field`), as the `identity` section's are.
+        from_json_naming_fields(text, None)?
     };
     if raw.stat_prefix.is_empty()
         || !raw
@@ -411,6 +413,65 @@ mod tests {
         assert!(err(r#"{"identity": {"spiffe": {"trust_domains": []}}}"#)
             .starts_with("identity.spiffe.trust_domains"));
         assert!(err("not json").starts_with("configuration:"));
+    }
+
+    #[test]
+    fn errors_in_nested_sections_name_the_field_by_its_path() {
+        let signing = |fields: &str| err(&format!(r#"{{"signing": {{{fields}}}}}"#));
+        assert_eq!(
+            signing(r#""key_id": "k", "audience": "a", "private_key_env": "K""#),
+            "signing.issuer: missing field"
+        );
+        assert_eq!(
+            signing(r#""issuer": "i", "audience": "a", "private_key_env": "K""#),
+            "signing.key_id: missing field"
+        );
+        assert_eq!(
+            signing(r#""key_id": "k", "issuer": "i", "private_key_env": "K""#),
+            "signing.audience: missing field"
+        );
+        assert!(
+            signing(r#""algorithm": "HS256", "key_id": "k", "issuer": "i", "audience": "a""#)
+                .starts_with(
+                    "signing.algorithm: unknown variant `HS256`, expected `ES256` or `RS256`"
+                )
+        );
+        assert!(
+            signing(r#""key_id": "k", "issuer": "i", "audience": "a", "private_key": "x""#)
+                .starts_with("signing.private_key: unknown field `private_key`")
+        );
+        assert!(signing(r#""key_id": 7, "issuer": "i", "audience": "a""#)
+            .starts_with("signing.key_id: invalid type: integer `7`, expected a string"));
+        assert!(err(r#"{"signing": 3}"#)
+            .starts_with("signing: invalid type: integer `3`, expected an object"));
+        assert!(
+            err(r#"{"waypoint": {"peer_principal_filter_state_key": 3}}"#)
+                .starts_with("waypoint.peer_principal_filter_state_key: invalid type: integer `3`")
+        );
+        assert!(err(r#"{"waypoint": {"peer_principal": "x"}}"#)
+            .starts_with("waypoint.peer_principal: unknown field `peer_principal`"));
+        assert!(
+            err(r#"{"identity": {"spiffe": {"trust_domains": ["a", 3]}}}"#)
+                .starts_with("identity.spiffe.trust_domains[1]: invalid type: integer `3`")
+        );
+        assert!(err(r#"{"identity": {"sources": ["ldap"]}}"#)
+            .starts_with("identity.sources[0]: unknown variant `ldap`"));
+        assert!(err(r#"{"identity": 3}"#)
+            .starts_with("identity: invalid type: integer `3`, expected an object"));
+        // Top level: the field itself, or `configuration` for the text as a whole.
+        assert!(err(r#"{"stat_prefx": "x"}"#).starts_with("stat_prefx: unknown field `stat_prefx`"));
+        assert!(err(r#"{"on_no_identity": "allow"}"#)
+            .starts_with("on_no_identity: unknown variant `allow`"));
+        assert!(err(r#"{"reauthenticate": "yes"}"#)
+            .starts_with("reauthenticate: invalid type: string \"yes\", expected a boolean"));
+        assert!(err("{} x").starts_with("configuration: trailing characters"));
+        assert!(err(r#"{"stat_prefix": "x""#).starts_with("configuration: EOF while parsing"));
+        // Broken inside a section: the section, not serde_path_to_error's `?`.
+        assert!(err(r#"{"identity": {"spiffe": {}"#)
+            .starts_with("identity: EOF while parsing an object"));
+        // serde would take an array as the fields in order: `["x"]` set stat_prefix.
+        assert_eq!(err(r#"["x"]"#), "configuration: must be a JSON object");
+        assert_eq!(err("3"), "configuration: must be a JSON object");
     }
 
     #[test]

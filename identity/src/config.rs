@@ -5,7 +5,9 @@ use crate::mapper::{CompiledSource, PrincipalMapper};
 use crate::principal::validate_principal;
 use crate::spiffe::validate_trust_domain;
 use crate::template::Template;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_path_to_error::Segment;
 use std::fmt;
 
 pub const DEFAULT_MAX_PRINCIPAL_LENGTH: usize = 255;
@@ -31,7 +33,7 @@ impl SourceKind {
 
 /// `identity`: how a peer certificate becomes a Kafka principal.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 pub struct IdentityConfig {
     pub sources: Vec<SourceKind>,
     pub spiffe: SpiffeConfig,
@@ -42,7 +44,7 @@ pub struct IdentityConfig {
 
 /// `identity.spiffe`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 pub struct SpiffeConfig {
     pub trust_domains: Vec<String>,
     pub template: String,
@@ -50,7 +52,7 @@ pub struct SpiffeConfig {
 
 /// `identity.subject`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 pub struct SubjectConfig {
     /// Kafka's `ssl.principal.mapping.rules`.
     pub rules: String,
@@ -112,24 +114,79 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Parses JSON text into `T`, naming the field of any error by its path: the `identity`
+/// object and the filter's whole configuration go through this one parser, so an error
+/// reads the same wherever the field sits (`identity.spiffe.trust_domains[1]: invalid
+/// type...`, `signing.issuer: missing field`). `section` is the path of the text inside the
+/// filter's configuration (`Some("identity")`), `None` for the whole configuration; an
+/// error that belongs to no field (not JSON, trailing characters) is named `section`, or
+/// `configuration` for the whole.
+pub fn from_json_naming_fields<T: DeserializeOwned>(
+    json: &str,
+    section: Option<&str>,
+) -> Result<T, ConfigError> {
+    let whole = section.unwrap_or("configuration");
+    // serde's derived structs also take a JSON array, field by field in declaration order;
+    // a configuration is an object.
+    if !json.trim_start().starts_with('{') {
+        return Err(ConfigError::new(whole, "must be a JSON object"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let mut path = json_path(e.path());
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at the object that lacks it, in words only; name
+        // the field itself, as every other error does.
+        let (path, reason) = match missing_field(&message) {
+            Some(name) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(name);
+                (path, "missing field".to_owned())
+            }
+            None => (path, message),
+        };
+        let field = match (path.is_empty(), section) {
+            (true, _) => whole.to_owned(),
+            (false, Some(section)) => format!("{section}.{path}"),
+            (false, None) => path,
+        };
+        ConfigError::new(field, reason)
+    })?;
+    deserializer.end().map_err(|e| ConfigError::new(whole, e))?;
+    Ok(value)
+}
+
+/// `a.b[2].c`, up to the first segment serde_path_to_error could not name (`?`: the text
+/// ended, or broke, between fields).
+fn json_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => break,
+        }
+    }
+    out
+}
+
+/// The field named by serde's `missing field `name`` message.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.get(..rest.find('`')?)
+}
+
 impl IdentityConfig {
     /// Parses the JSON text of the `identity` object.
     pub fn from_json_str(json: &str) -> Result<IdentityConfig, ConfigError> {
-        let mut deserializer = serde_json::Deserializer::from_str(json);
-        let config: IdentityConfig =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    "identity".to_string()
-                } else {
-                    format!("identity.{path}")
-                };
-                ConfigError::new(field, e.into_inner())
-            })?;
-        deserializer
-            .end()
-            .map_err(|e| ConfigError::new("identity", e))?;
-        Ok(config)
+        from_json_naming_fields(json, Some("identity"))
     }
 
     /// Parses and compiles the JSON text of the `identity` object.
@@ -244,6 +301,11 @@ mod tests {
         assert!(error(r#"{"spiffe": {"trust_domains": ["a", 3]}}"#)
             .starts_with("identity.spiffe.trust_domains[1]: invalid type"));
         assert!(error("{} x").starts_with("identity: trailing characters"));
+        assert_eq!(error(r#"["subject"]"#), "identity: must be a JSON object");
+        assert!(error(r#"{"spiffe": 3}"#)
+            .starts_with("identity.spiffe: invalid type: integer `3`, expected an object"));
+        assert!(error(r#"{"subject": {"rule": "DEFAULT"}}"#)
+            .starts_with("identity.subject.rule: unknown field `rule`, expected `rules`"));
         assert_eq!(
             error(r#"{"spiffe": {"template": "{foo}"}}"#),
             "identity.spiffe.template: unknown placeholder {foo}; allowed: {spiffe_id}, {trust_domain}, {namespace}, {service_account}, {path}"

@@ -26,7 +26,7 @@ mod template;
 pub mod fuzzing;
 
 pub use config::{
-    ConfigError, IdentityConfig, SourceKind, SpiffeConfig, SubjectConfig,
+    from_json_naming_fields, ConfigError, IdentityConfig, SourceKind, SpiffeConfig, SubjectConfig,
     DEFAULT_MAX_PRINCIPAL_LENGTH, MAX_MAX_PRINCIPAL_LENGTH,
 };
 pub use java_regex::RegexError;
