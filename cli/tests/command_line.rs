@@ -259,6 +259,10 @@ fn config_check_refuses_with_the_filters_message_naming_the_field() {
             "peer_certificate_filter_state_key:",
         ),
         (
+            r#"{"peer_certificate_filter_state_key": "kafka_identity.peer_cert "}"#,
+            "peer_certificate_filter_state_key: \"kafka_identity.peer_cert \" must be 1 to 256",
+        ),
+        (
             r#"{"identity": {"spiffe": {"template": "{nope}"}}}"#,
             "identity.spiffe.template",
         ),

@@ -223,12 +223,9 @@ pub fn parse_with_env(
     }
     let peer_certificate_filter_state_key = match raw.peer_certificate_filter_state_key {
         Some(key) => {
-            if key.is_empty() {
-                return Err(field_error(
-                    "peer_certificate_filter_state_key",
-                    "must not be empty",
-                ));
-            }
+            // A typo (a trailing space) would find no certificate and silently fall back to
+            // Envoy's strings: the first URI SAN only, so two SPIFFE SANs go unnoticed.
+            check_filter_state_key("peer_certificate_filter_state_key", &key)?;
             if raw.waypoint.is_some() {
                 return Err(field_error(
                     "peer_certificate_filter_state_key",
@@ -578,11 +575,44 @@ mod tests {
             err(r#"{"waypoint": {}, "identity": {"sources": ["spiffe", "subject"]}}"#)
                 .starts_with("identity.sources: \"subject\" needs the client's certificate")
         );
-        // Sidecar mode keeps its old check.
+    }
+
+    #[test]
+    fn the_sidecars_filter_state_key_is_checked_like_the_waypoints() {
+        for bad in [
+            "",
+            "kafka_identity.peer_cert ",
+            " k",
+            "a b",
+            "k\\n",
+            "k\\u00e9",
+            &"k".repeat(257),
+        ] {
+            let json = format!(r#"{{"peer_certificate_filter_state_key": "{bad}"}}"#);
+            let why = err(&json);
+            assert!(
+                why.starts_with("peer_certificate_filter_state_key: ")
+                    && why.ends_with("must be 1 to 256 printable ASCII characters without spaces"),
+                "{json}: {why}"
+            );
+        }
         assert_eq!(
-            err(r#"{"peer_certificate_filter_state_key": ""}"#),
-            "peer_certificate_filter_state_key: must not be empty"
+            err(r#"{"peer_certificate_filter_state_key": "kafka_identity.peer_cert "}"#),
+            "peer_certificate_filter_state_key: \"kafka_identity.peer_cert \" must be 1 to 256 printable ASCII characters without spaces"
         );
+        for good in [
+            "kafka_identity.peer_cert",
+            "envoy.string/x-1",
+            &"k".repeat(256),
+        ] {
+            let json = format!(r#"{{"peer_certificate_filter_state_key": "{good}"}}"#);
+            assert_eq!(
+                parse(json.as_bytes())
+                    .unwrap()
+                    .peer_certificate_filter_state_key,
+                good
+            );
+        }
     }
 
     #[test]
