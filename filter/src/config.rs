@@ -157,6 +157,80 @@ pub fn parse_with_env(
     json: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<FilterConfig, ConfigError> {
+    let checked = check(json)?;
+    let tokens = match checked.signing {
+        None => TokenIssuer::Unsecured {
+            lifetime_secs: checked.token_lifetime_seconds,
+        },
+        Some(signing) => signed_issuer(signing, checked.token_lifetime_seconds, env)?,
+    };
+    Ok(FilterConfig {
+        stat_prefix: checked.stat_prefix,
+        mapper: checked.mapper,
+        session: SessionSettings {
+            on_no_identity: checked.on_no_identity,
+            on_client_sasl: checked.on_client_sasl,
+            tokens,
+            max_frame_bytes: checked.max_frame_bytes,
+            client_id: checked.client_id,
+            reauthenticate: checked.reauthenticate,
+        },
+        peer_certificate_filter_state_key: checked.peer_certificate_filter_state_key,
+        token_reuse_seconds: checked.token_reuse_seconds,
+        waypoint: checked.waypoint,
+    })
+}
+
+/// How a configuration identifies clients: what `kafka-identity explain` needs of it.
+#[derive(Debug)]
+pub struct IdentitySettings {
+    pub mapper: PrincipalMapper,
+    pub waypoint: Option<WaypointPeer>,
+}
+
+/// Checks a whole configuration exactly as [`parse_with_env`] does, every field, but does
+/// not read the signing key: `kafka-identity explain` shows a certificate's principal under
+/// the configuration users have, without needing the key that only the sidecar holds.
+pub fn parse_identity(json: &[u8]) -> Result<IdentitySettings, ConfigError> {
+    let checked = check(json)?;
+    Ok(IdentitySettings {
+        mapper: checked.mapper,
+        waypoint: checked.waypoint,
+    })
+}
+
+/// A configuration with every field checked, the signing key not yet read.
+struct Checked {
+    stat_prefix: String,
+    mapper: PrincipalMapper,
+    on_no_identity: NoIdentityPolicy,
+    on_client_sasl: ClientSaslPolicy,
+    token_lifetime_seconds: u64,
+    max_frame_bytes: u32,
+    client_id: String,
+    reauthenticate: bool,
+    signing: Option<CheckedSigning>,
+    peer_certificate_filter_state_key: String,
+    token_reuse_seconds: u64,
+    waypoint: Option<WaypointPeer>,
+}
+
+/// `signing` with its fields checked; the key is still where the configuration says.
+struct CheckedSigning {
+    algorithm: Algorithm,
+    key_id: String,
+    issuer: String,
+    audience: String,
+    key: KeySource,
+}
+
+enum KeySource {
+    Pem(String),
+    /// The name of the VM's environment variable.
+    Env(String),
+}
+
+fn check(json: &[u8]) -> Result<Checked, ConfigError> {
     let text = std::str::from_utf8(json).map_err(|e| field_error("configuration", e))?;
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
@@ -255,24 +329,18 @@ pub fn parse_with_env(
              certificate choose its principal)",
         ));
     }
-    let tokens = match raw.signing {
-        None => TokenIssuer::Unsecured {
-            lifetime_secs: raw.token_lifetime_seconds,
-        },
-        Some(signing) => signed_issuer(signing, raw.token_lifetime_seconds, env)?,
-    };
+    let signing = raw.signing.map(check_signing).transpose()?;
     let mapper = raw.identity.compile()?;
-    Ok(FilterConfig {
+    Ok(Checked {
         stat_prefix: raw.stat_prefix,
         mapper,
-        session: SessionSettings {
-            on_no_identity: raw.on_no_identity,
-            on_client_sasl: raw.on_client_sasl,
-            tokens,
-            max_frame_bytes: raw.max_frame_bytes,
-            client_id: raw.client_id,
-            reauthenticate: raw.reauthenticate,
-        },
+        on_no_identity: raw.on_no_identity,
+        on_client_sasl: raw.on_client_sasl,
+        token_lifetime_seconds: raw.token_lifetime_seconds,
+        max_frame_bytes: raw.max_frame_bytes,
+        client_id: raw.client_id,
+        reauthenticate: raw.reauthenticate,
+        signing,
         peer_certificate_filter_state_key,
         token_reuse_seconds,
         waypoint,
@@ -321,11 +389,7 @@ fn waypoint_peer(raw: RawWaypoint, sources: &[SourceKind]) -> Result<WaypointPee
     })
 }
 
-fn signed_issuer(
-    signing: RawSigning,
-    lifetime_secs: u64,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<TokenIssuer, ConfigError> {
+fn check_signing(signing: RawSigning) -> Result<CheckedSigning, ConfigError> {
     for (field, value) in [
         ("signing.key_id", &signing.key_id),
         ("signing.issuer", &signing.issuer),
@@ -338,20 +402,38 @@ fn signed_issuer(
             ));
         }
     }
-    let pem = match (signing.private_key_pem, signing.private_key_env) {
-        (Some(pem), None) => pem,
-        (None, Some(name)) => env(&name).ok_or_else(|| {
-            field_error(
-                "signing.private_key_env",
-                format!("environment variable {name:?} is not set in the Wasm VM (name it in vm_config.environment_variables.host_env_keys and set it in Envoy's environment; Istio: vmConfig.env valueFrom HOST)"),
-            )
-        })?,
+    let key = match (signing.private_key_pem, signing.private_key_env) {
+        (Some(pem), None) => KeySource::Pem(pem),
+        (None, Some(name)) => KeySource::Env(name),
         _ => {
             return Err(field_error(
                 "signing",
                 "set exactly one of private_key_pem and private_key_env",
             ))
         }
+    };
+    Ok(CheckedSigning {
+        algorithm: signing.algorithm,
+        key_id: signing.key_id,
+        issuer: signing.issuer,
+        audience: signing.audience,
+        key,
+    })
+}
+
+fn signed_issuer(
+    signing: CheckedSigning,
+    lifetime_secs: u64,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TokenIssuer, ConfigError> {
+    let pem = match signing.key {
+        KeySource::Pem(pem) => pem,
+        KeySource::Env(name) => env(&name).ok_or_else(|| {
+            field_error(
+                "signing.private_key_env",
+                format!("environment variable {name:?} is not set in the Wasm VM (name it in vm_config.environment_variables.host_env_keys and set it in Envoy's environment; Istio: vmConfig.env valueFrom HOST)"),
+            )
+        })?,
     };
     let issuer = SignedIssuer::new(
         signing.algorithm,
@@ -469,6 +551,43 @@ mod tests {
         // serde would take an array as the fields in order: `["x"]` set stat_prefix.
         assert_eq!(err(r#"["x"]"#), "configuration: must be a JSON object");
         assert_eq!(err("3"), "configuration: must be a JSON object");
+    }
+
+    #[test]
+    fn parse_identity_checks_everything_but_reads_no_signing_key() {
+        let signed = r#"{"signing": {"key_id": "k", "issuer": "i", "audience": "a",
+                                      "private_key_env": "KAFKA_IDENTITY_NOT_SET"},
+                         "waypoint": {}}"#;
+        assert!(err(signed).starts_with("signing.private_key_env: environment variable"));
+        let settings = parse_identity(signed.as_bytes()).unwrap();
+        assert!(settings.waypoint.is_some());
+        // Every other check applies, the signing section's own included.
+        for (json, field) in [
+            (r#"{"token_lifetime_seconds": 5}"#, "token_lifetime_seconds"),
+            (
+                r#"{"signing": {"key_id": "", "issuer": "i", "audience": "a", "private_key_env": "K"}}"#,
+                "signing.key_id",
+            ),
+            (
+                r#"{"signing": {"key_id": "k", "issuer": "i", "audience": "a"}}"#,
+                "signing",
+            ),
+            (
+                r#"{"identity": {"spiffe": {"template": "{x}"}}}"#,
+                "identity.spiffe.template",
+            ),
+            (
+                r#"{"peer_certificate_filter_state_key": "a b"}"#,
+                "peer_certificate_filter_state_key",
+            ),
+        ] {
+            assert_eq!(
+                parse_identity(json.as_bytes()).unwrap_err().field,
+                field,
+                "{json}"
+            );
+            assert_eq!(parse(json.as_bytes()).unwrap_err().field, field, "{json}");
+        }
     }
 
     #[test]

@@ -184,6 +184,16 @@ fn missing_field(message: &str) -> Option<&str> {
 }
 
 impl IdentityConfig {
+    /// The fields of the `identity` object, none of them a field of the filter's whole
+    /// configuration: `kafka-identity explain --config` tells the two apart by them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "sources",
+        "spiffe",
+        "subject",
+        "fallback_principal",
+        "max_principal_length",
+    ];
+
     /// Parses the JSON text of the `identity` object.
     pub fn from_json_str(json: &str) -> Result<IdentityConfig, ConfigError> {
         from_json_naming_fields(json, Some("identity"))
@@ -288,6 +298,21 @@ mod tests {
         assert_eq!(config.sources, vec![SourceKind::Spiffe]);
         assert_eq!(config.spiffe.trust_domains, vec!["cluster.local"]);
         assert!(config.compile().is_ok());
+    }
+
+    #[test]
+    fn fields_are_the_ones_serde_knows() {
+        // serde lists every field it accepts when it refuses an unknown one.
+        let listed = error(r#"{"?": 1}"#);
+        let expected = IdentityConfig::FIELDS
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            listed.contains(&format!("expected one of {expected} at")),
+            "{listed}"
+        );
     }
 
     #[test]
