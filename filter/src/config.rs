@@ -545,12 +545,144 @@ mod tests {
             .starts_with("reauthenticate: invalid type: string \"yes\", expected a boolean"));
         assert!(err("{} x").starts_with("configuration: trailing characters"));
         assert!(err(r#"{"stat_prefix": "x""#).starts_with("configuration: EOF while parsing"));
-        // Broken inside a section: the section, not serde_path_to_error's `?`.
+        // Broken JSON is the text's fault, wherever it breaks (with its position).
         assert!(err(r#"{"identity": {"spiffe": {}"#)
-            .starts_with("identity: EOF while parsing an object"));
+            .starts_with("configuration: EOF while parsing an object at line 1 column 26"));
+        assert!(err(r#"{"identity": {"spiffe" {}}}"#)
+            .starts_with("configuration: expected `:` at line 1 column 24"));
         // serde would take an array as the fields in order: `["x"]` set stat_prefix.
         assert_eq!(err(r#"["x"]"#), "configuration: must be a JSON object");
         assert_eq!(err("3"), "configuration: must be a JSON object");
+    }
+
+    /// The path a path-tracking deserializer names for a refused text, as
+    /// `from_json_naming_fields` spells it; `None` when serde accepts the text or the error
+    /// is the text's (syntax).
+    fn oracle(text: &str) -> Option<String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let e = serde_path_to_error::deserialize::<_, RawConfig>(&mut de).err()?;
+        if !e.inner().is_data() {
+            return None;
+        }
+        let mut path = String::new();
+        for segment in e.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                serde_path_to_error::Segment::Map { key }
+                | serde_path_to_error::Segment::Enum { variant: key } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                }
+                serde_path_to_error::Segment::Unknown => panic!("{text}: {e}"),
+            }
+        }
+        let message = e.inner().to_string();
+        if let Some(name) = message.strip_prefix("missing field `") {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name.split('`').next().unwrap());
+        }
+        Some(if path.is_empty() {
+            "configuration".to_owned()
+        } else {
+            path
+        })
+    }
+
+    /// Every value, key and element of a full configuration, replaced, removed or added
+    /// in turn.
+    fn mutations(value: &serde_json::Value) -> Vec<serde_json::Value> {
+        use serde_json::{json, Value};
+        let replacements = [
+            json!(7),
+            json!(-1),
+            json!(1.5),
+            json!(99_999_999_999_u64),
+            json!("x"),
+            json!(true),
+            json!(null),
+            json!([]),
+            json!(["x", 3]),
+            json!({}),
+            json!({"bogus": 1}),
+        ];
+        let mut out: Vec<Value> = replacements.to_vec();
+        match value {
+            Value::Object(map) => {
+                let mut extra = map.clone();
+                extra.insert("bogus".into(), json!(1));
+                out.push(Value::Object(extra));
+                for (key, inner) in map {
+                    let mut without = map.clone();
+                    without.remove(key);
+                    out.push(Value::Object(without));
+                    for changed in mutations(inner) {
+                        let mut with = map.clone();
+                        with.insert(key.clone(), changed);
+                        out.push(Value::Object(with));
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, inner) in items.iter().enumerate() {
+                    for changed in mutations(inner) {
+                        let mut with = items.clone();
+                        with[i] = changed;
+                        out.push(Value::Array(with));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    #[test]
+    fn error_fields_are_the_paths_a_path_tracking_deserializer_names() {
+        let full: serde_json::Value = serde_json::from_str(
+            r#"{"stat_prefix": "kafka_identity",
+                "identity": {"sources": ["spiffe", "subject"],
+                             "spiffe": {"trust_domains": ["cluster.local", "example.org"],
+                                        "template": "{spiffe_id}"},
+                             "subject": {"rules": "DEFAULT"},
+                             "fallback_principal": "anonymous", "max_principal_length": 255},
+                "on_no_identity": "reject", "on_client_sasl": "reject",
+                "token_lifetime_seconds": 3600, "token_reuse_seconds": 360,
+                "reauthenticate": true, "max_frame_bytes": 1048576, "client_id": "c",
+                "peer_certificate_filter_state_key": "k",
+                "signing": {"algorithm": "ES256", "key_id": "k", "issuer": "i",
+                            "audience": "a", "private_key_env": "K"},
+                "waypoint": {"peer_principal_filter_state_key": "p",
+                             "peer_certificate_filter_state_key": "c"}}"#,
+        )
+        .unwrap();
+        let (mut compared, mut nested) = (0, 0);
+        for mutated in mutations(&full) {
+            if !mutated.is_object() {
+                continue;
+            }
+            // Compact, and over many lines (the position's line and column both matter).
+            for text in [
+                serde_json::to_string(&mutated).unwrap(),
+                serde_json::to_string_pretty(&mutated).unwrap(),
+            ] {
+                let Some(expected) = oracle(&text) else {
+                    continue;
+                };
+                let ours = from_json_naming_fields::<RawConfig>(&text, None).unwrap_err();
+                assert_eq!(ours.field, expected, "{text}\n{ours}");
+                compared += 1;
+                nested += usize::from(expected.contains('.') || expected.contains('['));
+            }
+        }
+        // The mutations do reach errors, nested ones among them.
+        assert!(
+            compared > 300 && nested > 200,
+            "{compared} compared, {nested} nested"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `identity` section of the filter's JSON configuration.
 
+use crate::json_path;
 use crate::kafka_rules::KafkaRules;
 use crate::mapper::{CompiledSource, PrincipalMapper};
 use crate::principal::validate_principal;
@@ -7,7 +8,6 @@ use crate::spiffe::validate_trust_domain;
 use crate::template::Template;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_path_to_error::Segment;
 use std::fmt;
 
 pub const DEFAULT_MAX_PRINCIPAL_LENGTH: usize = 255;
@@ -117,7 +117,8 @@ impl std::error::Error for ConfigError {}
 /// Parses JSON text into `T`, naming the field of any error by its path: the `identity`
 /// object and the filter's whole configuration go through this one parser, so an error
 /// reads the same wherever the field sits (`identity.spiffe.trust_domains[1]: invalid
-/// type...`, `signing.issuer: missing field`). `section` is the path of the text inside the
+/// type...`, `signing.issuer: missing field`). The path is read from the text up to the
+/// position serde_json reports ([`json_path`]). `section` is the path of the text inside the
 /// filter's configuration (`Some("identity")`), `None` for the whole configuration; an
 /// error that belongs to no field (not JSON, trailing characters) is named `section`, or
 /// `configuration` for the whole.
@@ -132,20 +133,27 @@ pub fn from_json_naming_fields<T: DeserializeOwned>(
         return Err(ConfigError::new(whole, "must be a JSON object"));
     }
     let mut deserializer = serde_json::Deserializer::from_str(json);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let mut path = json_path(e.path());
-        let message = e.into_inner().to_string();
-        // serde reports a missing field at the object that lacks it, in words only; name
-        // the field itself, as every other error does.
-        let (path, reason) = match missing_field(&message) {
+    let value = T::deserialize(&mut deserializer).map_err(|e| {
+        // Syntax errors belong to the text, not to a field.
+        if !e.is_data() {
+            return ConfigError::new(whole, e);
+        }
+        let message = e.to_string();
+        let variant = message.starts_with("unknown variant");
+        let mut path = json_path::offset_of(json, e.line(), e.column())
+            .map(|consumed| json_path::path_at(json, consumed, variant))
+            .unwrap_or_default();
+        // serde reports a missing field at the end of the object that lacks it, in words
+        // only; name the field itself, as every other error does.
+        let reason = match missing_field(&message) {
             Some(name) => {
                 if !path.is_empty() {
                     path.push('.');
                 }
                 path.push_str(name);
-                (path, "missing field".to_owned())
+                "missing field".to_owned()
             }
-            None => (path, message),
+            None => message,
         };
         let field = match (path.is_empty(), section) {
             (true, _) => whole.to_owned(),
@@ -156,25 +164,6 @@ pub fn from_json_naming_fields<T: DeserializeOwned>(
     })?;
     deserializer.end().map_err(|e| ConfigError::new(whole, e))?;
     Ok(value)
-}
-
-/// `a.b[2].c`, up to the first segment serde_path_to_error could not name (`?`: the text
-/// ended, or broke, between fields).
-fn json_path(path: &serde_path_to_error::Path) -> String {
-    let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Unknown => break,
-        }
-    }
-    out
 }
 
 /// The field named by serde's `missing field `name`` message.

@@ -14,6 +14,7 @@ mod config;
 mod envoy_subject;
 mod java_dn;
 mod java_regex;
+mod json_path;
 mod kafka_rules;
 mod mapper;
 mod peer;
