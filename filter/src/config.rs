@@ -157,28 +157,7 @@ pub fn parse_with_env(
     json: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<FilterConfig, ConfigError> {
-    let checked = check(json)?;
-    let tokens = match checked.signing {
-        None => TokenIssuer::Unsecured {
-            lifetime_secs: checked.token_lifetime_seconds,
-        },
-        Some(signing) => signed_issuer(signing, checked.token_lifetime_seconds, env)?,
-    };
-    Ok(FilterConfig {
-        stat_prefix: checked.stat_prefix,
-        mapper: checked.mapper,
-        session: SessionSettings {
-            on_no_identity: checked.on_no_identity,
-            on_client_sasl: checked.on_client_sasl,
-            tokens,
-            max_frame_bytes: checked.max_frame_bytes,
-            client_id: checked.client_id,
-            reauthenticate: checked.reauthenticate,
-        },
-        peer_certificate_filter_state_key: checked.peer_certificate_filter_state_key,
-        token_reuse_seconds: checked.token_reuse_seconds,
-        waypoint: checked.waypoint,
-    })
+    parse_reading_key(json, Some(env))
 }
 
 /// How a configuration identifies clients: what `kafka-identity explain` needs of it.
@@ -189,48 +168,22 @@ pub struct IdentitySettings {
 }
 
 /// Checks a whole configuration exactly as [`parse_with_env`] does, every field, but does
-/// not read the signing key: `kafka-identity explain` shows a certificate's principal under
-/// the configuration users have, without needing the key that only the sidecar holds.
+/// not read `signing.private_key_env`: `kafka-identity explain` shows a certificate's
+/// principal under the configuration users have, without the key only the sidecar holds.
 pub fn parse_identity(json: &[u8]) -> Result<IdentitySettings, ConfigError> {
-    let checked = check(json)?;
+    let config = parse_reading_key(json, None)?;
     Ok(IdentitySettings {
-        mapper: checked.mapper,
-        waypoint: checked.waypoint,
+        mapper: config.mapper,
+        waypoint: config.waypoint,
     })
 }
 
-/// A configuration with every field checked, the signing key not yet read.
-struct Checked {
-    stat_prefix: String,
-    mapper: PrincipalMapper,
-    on_no_identity: NoIdentityPolicy,
-    on_client_sasl: ClientSaslPolicy,
-    token_lifetime_seconds: u64,
-    max_frame_bytes: u32,
-    client_id: String,
-    reauthenticate: bool,
-    signing: Option<CheckedSigning>,
-    peer_certificate_filter_state_key: String,
-    token_reuse_seconds: u64,
-    waypoint: Option<WaypointPeer>,
-}
-
-/// `signing` with its fields checked; the key is still where the configuration says.
-struct CheckedSigning {
-    algorithm: Algorithm,
-    key_id: String,
-    issuer: String,
-    audience: String,
-    key: KeySource,
-}
-
-enum KeySource {
-    Pem(String),
-    /// The name of the VM's environment variable.
-    Env(String),
-}
-
-fn check(json: &[u8]) -> Result<Checked, ConfigError> {
+/// `env: None`: the key named by `private_key_env` is not read, and the tokens of the
+/// result are not the configuration's (only [`parse_identity`] passes it, and drops them).
+fn parse_reading_key(
+    json: &[u8],
+    env: Option<&dyn Fn(&str) -> Option<String>>,
+) -> Result<FilterConfig, ConfigError> {
     let text = std::str::from_utf8(json).map_err(|e| field_error("configuration", e))?;
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
@@ -329,18 +282,24 @@ fn check(json: &[u8]) -> Result<Checked, ConfigError> {
              certificate choose its principal)",
         ));
     }
-    let signing = raw.signing.map(check_signing).transpose()?;
+    let tokens = match raw.signing {
+        None => TokenIssuer::Unsecured {
+            lifetime_secs: raw.token_lifetime_seconds,
+        },
+        Some(signing) => signed_issuer(signing, raw.token_lifetime_seconds, env)?,
+    };
     let mapper = raw.identity.compile()?;
-    Ok(Checked {
+    Ok(FilterConfig {
         stat_prefix: raw.stat_prefix,
         mapper,
-        on_no_identity: raw.on_no_identity,
-        on_client_sasl: raw.on_client_sasl,
-        token_lifetime_seconds: raw.token_lifetime_seconds,
-        max_frame_bytes: raw.max_frame_bytes,
-        client_id: raw.client_id,
-        reauthenticate: raw.reauthenticate,
-        signing,
+        session: SessionSettings {
+            on_no_identity: raw.on_no_identity,
+            on_client_sasl: raw.on_client_sasl,
+            tokens,
+            max_frame_bytes: raw.max_frame_bytes,
+            client_id: raw.client_id,
+            reauthenticate: raw.reauthenticate,
+        },
         peer_certificate_filter_state_key,
         token_reuse_seconds,
         waypoint,
@@ -389,7 +348,11 @@ fn waypoint_peer(raw: RawWaypoint, sources: &[SourceKind]) -> Result<WaypointPee
     })
 }
 
-fn check_signing(signing: RawSigning) -> Result<CheckedSigning, ConfigError> {
+fn signed_issuer(
+    signing: RawSigning,
+    lifetime_secs: u64,
+    env: Option<&dyn Fn(&str) -> Option<String>>,
+) -> Result<TokenIssuer, ConfigError> {
     for (field, value) in [
         ("signing.key_id", &signing.key_id),
         ("signing.issuer", &signing.issuer),
@@ -402,38 +365,22 @@ fn check_signing(signing: RawSigning) -> Result<CheckedSigning, ConfigError> {
             ));
         }
     }
-    let key = match (signing.private_key_pem, signing.private_key_env) {
-        (Some(pem), None) => KeySource::Pem(pem),
-        (None, Some(name)) => KeySource::Env(name),
+    let pem = match (signing.private_key_pem, signing.private_key_env, env) {
+        (Some(pem), None, _) => pem,
+        (None, Some(name), Some(env)) => env(&name).ok_or_else(|| {
+            field_error(
+                "signing.private_key_env",
+                format!("environment variable {name:?} is not set in the Wasm VM (name it in vm_config.environment_variables.host_env_keys and set it in Envoy's environment; Istio: vmConfig.env valueFrom HOST)"),
+            )
+        })?,
+        // Not read (parse_identity): tokens that are never used.
+        (None, Some(_), None) => return Ok(TokenIssuer::Unsecured { lifetime_secs }),
         _ => {
             return Err(field_error(
                 "signing",
                 "set exactly one of private_key_pem and private_key_env",
             ))
         }
-    };
-    Ok(CheckedSigning {
-        algorithm: signing.algorithm,
-        key_id: signing.key_id,
-        issuer: signing.issuer,
-        audience: signing.audience,
-        key,
-    })
-}
-
-fn signed_issuer(
-    signing: CheckedSigning,
-    lifetime_secs: u64,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<TokenIssuer, ConfigError> {
-    let pem = match signing.key {
-        KeySource::Pem(pem) => pem,
-        KeySource::Env(name) => env(&name).ok_or_else(|| {
-            field_error(
-                "signing.private_key_env",
-                format!("environment variable {name:?} is not set in the Wasm VM (name it in vm_config.environment_variables.host_env_keys and set it in Envoy's environment; Istio: vmConfig.env valueFrom HOST)"),
-            )
-        })?,
     };
     let issuer = SignedIssuer::new(
         signing.algorithm,

@@ -23,12 +23,18 @@ enum Frame<'a> {
 /// The byte offset of serde_json's 1-based `line` and byte `column`: the end of what it had
 /// consumed when it raised the error.
 pub(crate) fn offset_of(json: &str, line: usize, column: usize) -> Option<usize> {
-    let start = if line <= 1 {
-        0
-    } else {
-        json.match_indices('\n').nth(line - 2)?.0 + 1
-    };
-    Some(start + column)
+    let mut start = 0;
+    let mut lines = 1;
+    for (at, byte) in json.bytes().enumerate() {
+        if lines >= line {
+            break;
+        }
+        if byte == b'\n' {
+            lines += 1;
+            start = at + 1;
+        }
+    }
+    (lines >= line).then_some(start + column)
 }
 
 /// The path (`signing.issuer`, `identity.sources[0]`, empty for the whole text) of the value
