@@ -129,7 +129,7 @@ pub fn from_json_naming_fields<T: DeserializeOwned>(
     let whole = section.unwrap_or("configuration");
     // serde's derived structs also take a JSON array, field by field in declaration order;
     // a configuration is an object.
-    if !json.trim_start().starts_with('{') {
+    if json.bytes().find(|b| !b.is_ascii_whitespace()) != Some(b'{') {
         return Err(ConfigError::new(whole, "must be a JSON object"));
     }
     let mut deserializer = serde_json::Deserializer::from_str(json);
