@@ -152,6 +152,9 @@ pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
     parse_with_env(json, &|_| None)
 }
 
+/// Reads a variable of the Wasm VM's environment (`signing.private_key_env`).
+type EnvReader<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
 /// As [`parse`], reading `signing.private_key_env` through `env`.
 pub fn parse_with_env(
     json: &[u8],
@@ -182,7 +185,7 @@ pub fn parse_identity(json: &[u8]) -> Result<IdentitySettings, ConfigError> {
 /// result are not the configuration's (only [`parse_identity`] passes it, and drops them).
 fn parse_reading_key(
     json: &[u8],
-    env: Option<&dyn Fn(&str) -> Option<String>>,
+    env: Option<&EnvReader<'_>>,
 ) -> Result<FilterConfig, ConfigError> {
     let text = std::str::from_utf8(json).map_err(|e| field_error("configuration", e))?;
     let raw: RawConfig = if text.trim().is_empty() {
@@ -351,7 +354,7 @@ fn waypoint_peer(raw: RawWaypoint, sources: &[SourceKind]) -> Result<WaypointPee
 fn signed_issuer(
     signing: RawSigning,
     lifetime_secs: u64,
-    env: Option<&dyn Fn(&str) -> Option<String>>,
+    env: Option<&EnvReader<'_>>,
 ) -> Result<TokenIssuer, ConfigError> {
     for (field, value) in [
         ("signing.key_id", &signing.key_id),
