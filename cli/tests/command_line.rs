@@ -259,6 +259,10 @@ fn config_check_refuses_with_the_filters_message_naming_the_field() {
             "peer_certificate_filter_state_key:",
         ),
         (
+            r#"{"peer_certificate_filter_state_key": "kafka_identity.peer_cert "}"#,
+            "peer_certificate_filter_state_key: \"kafka_identity.peer_cert \" must be 1 to 256",
+        ),
+        (
             r#"{"identity": {"spiffe": {"template": "{nope}"}}}"#,
             "identity.spiffe.template",
         ),
@@ -312,6 +316,51 @@ fn config_check_refuses_with_the_filters_message_naming_the_field() {
             "{json}"
         );
         assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn config_check_names_the_field_of_a_nested_section_by_its_path() {
+    let dir = work_dir("cli_check_nested");
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"signing": {"key_id": "k", "audience": "kafka", "private_key_env": "K"}}"#,
+            "signing.issuer: missing field",
+        ),
+        (
+            r#"{"signing": {"issuer": "i", "audience": "a", "private_key_env": "K"}}"#,
+            "signing.key_id: missing field",
+        ),
+        (
+            r#"{"signing": {"algorithm": "HS256", "key_id": "k", "issuer": "i", "audience": "a"}}"#,
+            "signing.algorithm: unknown variant `HS256`, expected `ES256` or `RS256` at line 1 column 33",
+        ),
+        (
+            r#"{"waypoint": {"peer_principal_filter_state_key": 3}}"#,
+            "waypoint.peer_principal_filter_state_key: invalid type: integer `3`, expected a string at line 1 column 50",
+        ),
+        (
+            r#"{"identity": {"spiffe": {"trust_domains": ["a", 3]}}}"#,
+            "identity.spiffe.trust_domains[1]: invalid type: integer `3`, expected a string at line 1 column 49",
+        ),
+        (
+            r#"{"signing": 3}"#,
+            "signing: invalid type: integer `3`, expected an object at line 1 column 13",
+        ),
+        (r#"["x"]"#, "configuration: must be a JSON object"),
+    ];
+    for (i, (json, message)) in cases.iter().enumerate() {
+        let name = format!("nested{i}.json");
+        let output = check_file(&dir, &name, json, &[]);
+        assert_eq!(output.status.code(), Some(2), "{json}: {output:?}");
+        assert_eq!(
+            text(&output.stderr).trim_end(),
+            format!(
+                "{}: configuration refused: {message}",
+                dir.join(&name).display()
+            ),
+            "{json}"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use kafka_identity_core::{IdentityConfig, PrincipalMapper, SourceKind};
+use kafka_identity_core::{from_json_naming_fields, IdentityConfig, PrincipalMapper, SourceKind};
 use serde::Deserialize;
 
 use crate::session::{ClientSaslPolicy, NoIdentityPolicy, SessionSettings};
@@ -24,7 +24,7 @@ const MAX_TOKEN_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 const MIN_MAX_FRAME_BYTES: u32 = 1024;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 struct RawConfig {
     stat_prefix: String,
     identity: IdentityConfig,
@@ -47,7 +47,7 @@ struct RawConfig {
 /// `waypoint`: the filter runs in an Istio ambient waypoint, where the connection it sees is
 /// an internal one (no TLS) and the client is the peer of the HBONE tunnel it came through.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 struct RawWaypoint {
     peer_principal_filter_state_key: String,
     peer_certificate_filter_state_key: Option<String>,
@@ -64,7 +64,7 @@ impl Default for RawWaypoint {
 
 /// `signing`: sign tokens instead of sending unsecured ones.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 struct RawSigning {
     #[serde(default = "default_algorithm")]
     algorithm: Algorithm,
@@ -152,16 +152,48 @@ pub fn parse(json: &[u8]) -> Result<FilterConfig, ConfigError> {
     parse_with_env(json, &|_| None)
 }
 
+/// Reads a variable of the Wasm VM's environment (`signing.private_key_env`).
+type EnvReader<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
 /// As [`parse`], reading `signing.private_key_env` through `env`.
 pub fn parse_with_env(
     json: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<FilterConfig, ConfigError> {
+    parse_reading_key(json, Some(env))
+}
+
+/// How a configuration identifies clients: what `kafka-identity explain` needs of it.
+#[derive(Debug)]
+pub struct IdentitySettings {
+    pub mapper: PrincipalMapper,
+    pub waypoint: Option<WaypointPeer>,
+}
+
+/// Checks a whole configuration exactly as [`parse_with_env`] does, every field, but does
+/// not read `signing.private_key_env`: `kafka-identity explain` shows a certificate's
+/// principal under the configuration users have, without the key only the sidecar holds.
+pub fn parse_identity(json: &[u8]) -> Result<IdentitySettings, ConfigError> {
+    let config = parse_reading_key(json, None)?;
+    Ok(IdentitySettings {
+        mapper: config.mapper,
+        waypoint: config.waypoint,
+    })
+}
+
+/// `env: None`: the key named by `private_key_env` is not read, and the tokens of the
+/// result are not the configuration's (only [`parse_identity`] passes it, and drops them).
+fn parse_reading_key(
+    json: &[u8],
+    env: Option<&EnvReader<'_>>,
+) -> Result<FilterConfig, ConfigError> {
     let text = std::str::from_utf8(json).map_err(|e| field_error("configuration", e))?;
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
-        serde_json::from_str(text).map_err(|e| field_error("configuration", e))?
+        // The identity crate's parser, so a nested field is named by its path
+        // (`signing.issuer: missing field`), as the `identity` section's are.
+        from_json_naming_fields(text, None)?
     };
     if raw.stat_prefix.is_empty()
         || !raw
@@ -221,12 +253,9 @@ pub fn parse_with_env(
     }
     let peer_certificate_filter_state_key = match raw.peer_certificate_filter_state_key {
         Some(key) => {
-            if key.is_empty() {
-                return Err(field_error(
-                    "peer_certificate_filter_state_key",
-                    "must not be empty",
-                ));
-            }
+            // A typo (a trailing space) would find no certificate and silently fall back to
+            // Envoy's strings: the first URI SAN only, so two SPIFFE SANs go unnoticed.
+            check_filter_state_key("peer_certificate_filter_state_key", &key)?;
             if raw.waypoint.is_some() {
                 return Err(field_error(
                     "peer_certificate_filter_state_key",
@@ -325,7 +354,7 @@ fn waypoint_peer(raw: RawWaypoint, sources: &[SourceKind]) -> Result<WaypointPee
 fn signed_issuer(
     signing: RawSigning,
     lifetime_secs: u64,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: Option<&EnvReader<'_>>,
 ) -> Result<TokenIssuer, ConfigError> {
     for (field, value) in [
         ("signing.key_id", &signing.key_id),
@@ -339,14 +368,16 @@ fn signed_issuer(
             ));
         }
     }
-    let pem = match (signing.private_key_pem, signing.private_key_env) {
-        (Some(pem), None) => pem,
-        (None, Some(name)) => env(&name).ok_or_else(|| {
+    let pem = match (signing.private_key_pem, signing.private_key_env, env) {
+        (Some(pem), None, _) => pem,
+        (None, Some(name), Some(env)) => env(&name).ok_or_else(|| {
             field_error(
                 "signing.private_key_env",
                 format!("environment variable {name:?} is not set in the Wasm VM (name it in vm_config.environment_variables.host_env_keys and set it in Envoy's environment; Istio: vmConfig.env valueFrom HOST)"),
             )
         })?,
+        // Not read (parse_identity): tokens that are never used.
+        (None, Some(_), None) => return Ok(TokenIssuer::Unsecured { lifetime_secs }),
         _ => {
             return Err(field_error(
                 "signing",
@@ -411,6 +442,234 @@ mod tests {
         assert!(err(r#"{"identity": {"spiffe": {"trust_domains": []}}}"#)
             .starts_with("identity.spiffe.trust_domains"));
         assert!(err("not json").starts_with("configuration:"));
+    }
+
+    #[test]
+    fn errors_in_nested_sections_name_the_field_by_its_path() {
+        let signing = |fields: &str| err(&format!(r#"{{"signing": {{{fields}}}}}"#));
+        assert_eq!(
+            signing(r#""key_id": "k", "audience": "a", "private_key_env": "K""#),
+            "signing.issuer: missing field"
+        );
+        assert_eq!(
+            signing(r#""issuer": "i", "audience": "a", "private_key_env": "K""#),
+            "signing.key_id: missing field"
+        );
+        assert_eq!(
+            signing(r#""key_id": "k", "issuer": "i", "private_key_env": "K""#),
+            "signing.audience: missing field"
+        );
+        assert!(
+            signing(r#""algorithm": "HS256", "key_id": "k", "issuer": "i", "audience": "a""#)
+                .starts_with(
+                    "signing.algorithm: unknown variant `HS256`, expected `ES256` or `RS256`"
+                )
+        );
+        assert!(
+            signing(r#""key_id": "k", "issuer": "i", "audience": "a", "private_key": "x""#)
+                .starts_with("signing.private_key: unknown field `private_key`")
+        );
+        assert!(signing(r#""key_id": 7, "issuer": "i", "audience": "a""#)
+            .starts_with("signing.key_id: invalid type: integer `7`, expected a string"));
+        assert!(err(r#"{"signing": 3}"#)
+            .starts_with("signing: invalid type: integer `3`, expected an object"));
+        assert!(
+            err(r#"{"waypoint": {"peer_principal_filter_state_key": 3}}"#)
+                .starts_with("waypoint.peer_principal_filter_state_key: invalid type: integer `3`")
+        );
+        assert!(err(r#"{"waypoint": {"peer_principal": "x"}}"#)
+            .starts_with("waypoint.peer_principal: unknown field `peer_principal`"));
+        assert!(
+            err(r#"{"identity": {"spiffe": {"trust_domains": ["a", 3]}}}"#)
+                .starts_with("identity.spiffe.trust_domains[1]: invalid type: integer `3`")
+        );
+        assert!(err(r#"{"identity": {"sources": ["ldap"]}}"#)
+            .starts_with("identity.sources[0]: unknown variant `ldap`"));
+        assert!(err(r#"{"identity": 3}"#)
+            .starts_with("identity: invalid type: integer `3`, expected an object"));
+        // Top level: the field itself, or `configuration` for the text as a whole.
+        assert!(err(r#"{"stat_prefx": "x"}"#).starts_with("stat_prefx: unknown field `stat_prefx`"));
+        assert!(err(r#"{"on_no_identity": "allow"}"#)
+            .starts_with("on_no_identity: unknown variant `allow`"));
+        assert!(err(r#"{"reauthenticate": "yes"}"#)
+            .starts_with("reauthenticate: invalid type: string \"yes\", expected a boolean"));
+        assert!(err("{} x").starts_with("configuration: trailing characters"));
+        assert!(err(r#"{"stat_prefix": "x""#).starts_with("configuration: EOF while parsing"));
+        // Broken JSON is the text's fault, wherever it breaks (with its position).
+        assert!(err(r#"{"identity": {"spiffe": {}"#)
+            .starts_with("configuration: EOF while parsing an object at line 1 column 26"));
+        assert!(err(r#"{"identity": {"spiffe" {}}}"#)
+            .starts_with("configuration: expected `:` at line 1 column 24"));
+        // serde would take an array as the fields in order: `["x"]` set stat_prefix.
+        assert_eq!(err(r#"["x"]"#), "configuration: must be a JSON object");
+        assert_eq!(err("3"), "configuration: must be a JSON object");
+    }
+
+    /// The path a path-tracking deserializer names for a refused text, as
+    /// `from_json_naming_fields` spells it; `None` when serde accepts the text or the error
+    /// is the text's (syntax).
+    fn oracle(text: &str) -> Option<String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let e = serde_path_to_error::deserialize::<_, RawConfig>(&mut de).err()?;
+        if !e.inner().is_data() {
+            return None;
+        }
+        let mut path = String::new();
+        for segment in e.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                serde_path_to_error::Segment::Map { key }
+                | serde_path_to_error::Segment::Enum { variant: key } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                }
+                serde_path_to_error::Segment::Unknown => panic!("{text}: {e}"),
+            }
+        }
+        let message = e.inner().to_string();
+        if let Some(name) = message.strip_prefix("missing field `") {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name.split('`').next().unwrap());
+        }
+        Some(if path.is_empty() {
+            "configuration".to_owned()
+        } else {
+            path
+        })
+    }
+
+    /// Every value, key and element of a full configuration, replaced, removed or added
+    /// in turn.
+    fn mutations(value: &serde_json::Value) -> Vec<serde_json::Value> {
+        use serde_json::{json, Value};
+        let replacements = [
+            json!(7),
+            json!(-1),
+            json!(1.5),
+            json!(99_999_999_999_u64),
+            json!("x"),
+            json!(true),
+            json!(null),
+            json!([]),
+            json!(["x", 3]),
+            json!({}),
+            json!({"bogus": 1}),
+        ];
+        let mut out: Vec<Value> = replacements.to_vec();
+        match value {
+            Value::Object(map) => {
+                let mut extra = map.clone();
+                extra.insert("bogus".into(), json!(1));
+                out.push(Value::Object(extra));
+                for (key, inner) in map {
+                    let mut without = map.clone();
+                    without.remove(key);
+                    out.push(Value::Object(without));
+                    for changed in mutations(inner) {
+                        let mut with = map.clone();
+                        with.insert(key.clone(), changed);
+                        out.push(Value::Object(with));
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, inner) in items.iter().enumerate() {
+                    for changed in mutations(inner) {
+                        let mut with = items.clone();
+                        with[i] = changed;
+                        out.push(Value::Array(with));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    #[test]
+    fn error_fields_are_the_paths_a_path_tracking_deserializer_names() {
+        let full: serde_json::Value = serde_json::from_str(
+            r#"{"stat_prefix": "kafka_identity",
+                "identity": {"sources": ["spiffe", "subject"],
+                             "spiffe": {"trust_domains": ["cluster.local", "example.org"],
+                                        "template": "{spiffe_id}"},
+                             "subject": {"rules": "DEFAULT"},
+                             "fallback_principal": "anonymous", "max_principal_length": 255},
+                "on_no_identity": "reject", "on_client_sasl": "reject",
+                "token_lifetime_seconds": 3600, "token_reuse_seconds": 360,
+                "reauthenticate": true, "max_frame_bytes": 1048576, "client_id": "c",
+                "peer_certificate_filter_state_key": "k",
+                "signing": {"algorithm": "ES256", "key_id": "k", "issuer": "i",
+                            "audience": "a", "private_key_env": "K"},
+                "waypoint": {"peer_principal_filter_state_key": "p",
+                             "peer_certificate_filter_state_key": "c"}}"#,
+        )
+        .unwrap();
+        let (mut compared, mut nested) = (0, 0);
+        for mutated in mutations(&full) {
+            if !mutated.is_object() {
+                continue;
+            }
+            // Compact, and over many lines (the position's line and column both matter).
+            for text in [
+                serde_json::to_string(&mutated).unwrap(),
+                serde_json::to_string_pretty(&mutated).unwrap(),
+            ] {
+                let Some(expected) = oracle(&text) else {
+                    continue;
+                };
+                let ours = from_json_naming_fields::<RawConfig>(&text, None).unwrap_err();
+                assert_eq!(ours.field, expected, "{text}\n{ours}");
+                compared += 1;
+                nested += usize::from(expected.contains('.') || expected.contains('['));
+            }
+        }
+        // The mutations do reach errors, nested ones among them.
+        assert!(
+            compared > 300 && nested > 200,
+            "{compared} compared, {nested} nested"
+        );
+    }
+
+    #[test]
+    fn parse_identity_checks_everything_but_reads_no_signing_key() {
+        let signed = r#"{"signing": {"key_id": "k", "issuer": "i", "audience": "a",
+                                      "private_key_env": "KAFKA_IDENTITY_NOT_SET"},
+                         "waypoint": {}}"#;
+        assert!(err(signed).starts_with("signing.private_key_env: environment variable"));
+        let settings = parse_identity(signed.as_bytes()).unwrap();
+        assert!(settings.waypoint.is_some());
+        // Every other check applies, the signing section's own included.
+        for (json, field) in [
+            (r#"{"token_lifetime_seconds": 5}"#, "token_lifetime_seconds"),
+            (
+                r#"{"signing": {"key_id": "", "issuer": "i", "audience": "a", "private_key_env": "K"}}"#,
+                "signing.key_id",
+            ),
+            (
+                r#"{"signing": {"key_id": "k", "issuer": "i", "audience": "a"}}"#,
+                "signing",
+            ),
+            (
+                r#"{"identity": {"spiffe": {"template": "{x}"}}}"#,
+                "identity.spiffe.template",
+            ),
+            (
+                r#"{"peer_certificate_filter_state_key": "a b"}"#,
+                "peer_certificate_filter_state_key",
+            ),
+        ] {
+            assert_eq!(
+                parse_identity(json.as_bytes()).unwrap_err().field,
+                field,
+                "{json}"
+            );
+            assert_eq!(parse(json.as_bytes()).unwrap_err().field, field, "{json}");
+        }
     }
 
     #[test]
@@ -517,11 +776,44 @@ mod tests {
             err(r#"{"waypoint": {}, "identity": {"sources": ["spiffe", "subject"]}}"#)
                 .starts_with("identity.sources: \"subject\" needs the client's certificate")
         );
-        // Sidecar mode keeps its old check.
+    }
+
+    #[test]
+    fn the_sidecars_filter_state_key_is_checked_like_the_waypoints() {
+        for bad in [
+            "",
+            "kafka_identity.peer_cert ",
+            " k",
+            "a b",
+            "k\\n",
+            "k\\u00e9",
+            &"k".repeat(257),
+        ] {
+            let json = format!(r#"{{"peer_certificate_filter_state_key": "{bad}"}}"#);
+            let why = err(&json);
+            assert!(
+                why.starts_with("peer_certificate_filter_state_key: ")
+                    && why.ends_with("must be 1 to 256 printable ASCII characters without spaces"),
+                "{json}: {why}"
+            );
+        }
         assert_eq!(
-            err(r#"{"peer_certificate_filter_state_key": ""}"#),
-            "peer_certificate_filter_state_key: must not be empty"
+            err(r#"{"peer_certificate_filter_state_key": "kafka_identity.peer_cert "}"#),
+            "peer_certificate_filter_state_key: \"kafka_identity.peer_cert \" must be 1 to 256 printable ASCII characters without spaces"
         );
+        for good in [
+            "kafka_identity.peer_cert",
+            "envoy.string/x-1",
+            &"k".repeat(256),
+        ] {
+            let json = format!(r#"{{"peer_certificate_filter_state_key": "{good}"}}"#);
+            assert_eq!(
+                parse(json.as_bytes())
+                    .unwrap()
+                    .peer_certificate_filter_state_key,
+                good
+            );
+        }
     }
 
     #[test]

@@ -69,9 +69,11 @@ pub struct HbonePeer {
 ///
 /// The SPIFFE ID is validated and mapped exactly as a certificate's URI SAN would be. With a
 /// certificate key configured the certificate is required (a missing one would silently
-/// change which principal the subject rules give) and its URI SANs must be the tunnel
-/// peer's, so a key filled by anything but the HBONE listener's `set_filter_state` is
-/// noticed.
+/// change which principal the subject rules give), its URI SANs joined must be exactly the
+/// tunnel peer's value, so a key filled by anything but the HBONE listener's
+/// `set_filter_state` is noticed, and the certificate's own SANs are mapped. Without it a
+/// value the join made ambiguous (a `,` next to a `spiffe:` piece: a URI may contain `,`)
+/// is refused, never split into a SPIFFE ID the certificate does not have.
 pub fn identify_hbone_peer(
     mapper: &PrincipalMapper,
     keys: &WaypointPeer,
@@ -111,7 +113,9 @@ pub fn identify_hbone_peer(
                 Ok(certificate) => certificate,
                 Err(e) => return no_principal(format!("filter state {cert_key:?}: {e}")),
             };
-            if certificate.uri_sans != tunnel_peer.uri_sans {
+            // Compared as Envoy joined them, not split: a SAN containing ',' must match
+            // its own rendering, and the certificate then says which SANs there are.
+            if !certificate.joins_to(joined) {
                 return no_principal(format!(
                     "the certificate in filter state {cert_key:?} (URI SANs {:?}) is not the \
                      HBONE peer's ({principal_key:?}: {joined:?})",

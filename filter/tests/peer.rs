@@ -181,12 +181,92 @@ fn the_hbone_peer_principal_is_mapped_like_a_certificates_spiffe_id() {
         identify_hbone_peer(&m, &keys, &hbone(PRODUCER)),
         Identification::Principal { principal, .. } if principal == "apps.producer"
     ));
-    // Other URI SANs next to the SPIFFE ID, as %DOWNSTREAM_PEER_URI_SAN% joins them.
+    // Other URI SANs next to the SPIFFE ID, as %DOWNSTREAM_PEER_URI_SAN% joins them, cannot
+    // be told from one URI SAN containing ',' (no SPIFFE ID): refused without the certificate
+    // (a_comma_in_a_uri_san_cannot_forge_a_spiffe_id_in_a_waypoint).
     let joined = format!("https://example.org/x,{PRODUCER}");
+    assert!(reason(identify_hbone_peer(&m, &keys, &hbone(&joined)))
+        .contains("cannot be told without the certificate"));
+}
+
+fn certificate_with_uris(uris: &[&str]) -> String {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| SanType::URI((*u).try_into().unwrap()))
+        .collect();
+    params
+        .self_signed(&KeyPair::generate().unwrap())
+        .unwrap()
+        .pem()
+}
+
+/// Envoy's `%DOWNSTREAM_PEER_URI_SAN%`: the URI SANs joined by ',', '-' for none.
+fn joined_uri_sans(uris: &[&str]) -> String {
+    if uris.is_empty() {
+        "-".to_owned()
+    } else {
+        uris.join(",")
+    }
+}
+
+#[test]
+fn a_comma_in_a_uri_san_cannot_forge_a_spiffe_id_in_a_waypoint() {
+    const ADMIN: &str = "spiffe://cluster.local/ns/kafka/sa/admin";
+    let forged_san = format!("https://a.example/x,{ADMIN}");
+    let forged = certificate_with_uris(&[&forged_san]);
+    let fallback = r#""identity": {"fallback_principal": "anonymous-mesh"}"#;
+    // A sidecar reads the certificate: one URI SAN, no SPIFFE ID, so the fallback.
+    let sidecar = mapper(&format!("{{{fallback}}}"));
+    let props = PeerProperties {
+        mtls: true,
+        certificate_pem: Some(forged.clone().into_bytes()),
+        ..Default::default()
+    };
     assert!(matches!(
-        identify_hbone_peer(&m, &keys, &hbone(&joined)),
-        Identification::Principal { principal, .. } if principal == "apps.producer"
+        identify(&sidecar, &props),
+        Identification::Principal { principal, .. } if principal == "anonymous-mesh"
     ));
+    // A waypoint with the joined SANs only: never admin, and no fallback either (it cannot
+    // tell that there is no SPIFFE ID).
+    let (m, keys) = waypoint(&format!(r#"{{"waypoint": {{}}, {fallback}}}"#));
+    let joined = joined_uri_sans(&[&forged_san]);
+    assert_eq!(joined, forged_san);
+    let why = reason(identify_hbone_peer(&m, &keys, &hbone(&joined)));
+    assert!(
+        why.contains("cannot be told without the certificate"),
+        "{why}"
+    );
+    // A waypoint with the certificate agrees with the sidecar.
+    let (m, keys) = waypoint(&format!(
+        r#"{{"waypoint": {{"peer_certificate_filter_state_key": "{CERT_KEY}"}}, {fallback}}}"#
+    ));
+    let with_certificate = HbonePeer {
+        principal: Some(joined.into_bytes()),
+        certificate: Some(url_encode(&forged)),
+    };
+    assert!(matches!(
+        identify_hbone_peer(&m, &keys, &with_certificate),
+        Identification::Principal { principal, .. } if principal == "anonymous-mesh"
+    ));
+    // A real SPIFFE ID next to another URI SAN: the certificate settles it.
+    let two = ["https://example.org/x", PRODUCER];
+    let two_sans = HbonePeer {
+        principal: Some(joined_uri_sans(&two).into_bytes()),
+        certificate: Some(url_encode(&certificate_with_uris(&two))),
+    };
+    assert!(matches!(
+        identify_hbone_peer(&m, &keys, &two_sans),
+        Identification::Principal { principal, .. } if principal == PRODUCER
+    ));
+    // The certificate must still be the tunnel peer's: the forged one does not match the
+    // two-SAN peer's value the other way round either.
+    let mismatched = HbonePeer {
+        principal: Some(joined_uri_sans(&two).into_bytes()),
+        certificate: Some(url_encode(&forged)),
+    };
+    assert!(reason(identify_hbone_peer(&m, &keys, &mismatched)).contains("is not the HBONE peer's"));
 }
 
 #[test]
@@ -196,7 +276,8 @@ fn a_refused_hbone_peer_gets_no_principal_and_no_fallback() {
     let evil = "spiffe://evil.example/ns/apps/sa/producer";
     assert!(reason(identify_hbone_peer(&m, &keys, &hbone(evil))).contains("evil.example"));
     let two = format!("{PRODUCER},spiffe://cluster.local/ns/kafka/sa/kafka");
-    assert!(reason(identify_hbone_peer(&m, &keys, &hbone(&two))).contains("exactly one"));
+    assert!(reason(identify_hbone_peer(&m, &keys, &hbone(&two)))
+        .contains("cannot be told without the certificate"));
     assert!(reason(identify_hbone_peer(
         &m,
         &keys,

@@ -1,10 +1,12 @@
 //! The `identity` section of the filter's JSON configuration.
 
+use crate::json_path;
 use crate::kafka_rules::KafkaRules;
 use crate::mapper::{CompiledSource, PrincipalMapper};
 use crate::principal::validate_principal;
 use crate::spiffe::validate_trust_domain;
 use crate::template::Template;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::fmt;
 
@@ -31,7 +33,7 @@ impl SourceKind {
 
 /// `identity`: how a peer certificate becomes a Kafka principal.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 pub struct IdentityConfig {
     pub sources: Vec<SourceKind>,
     pub spiffe: SpiffeConfig,
@@ -42,7 +44,7 @@ pub struct IdentityConfig {
 
 /// `identity.spiffe`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 pub struct SpiffeConfig {
     pub trust_domains: Vec<String>,
     pub template: String,
@@ -50,7 +52,7 @@ pub struct SpiffeConfig {
 
 /// `identity.subject`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "an object")]
 pub struct SubjectConfig {
     /// Kafka's `ssl.principal.mapping.rules`.
     pub rules: String,
@@ -112,24 +114,78 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Parses JSON text into `T`, naming the field of any error by its path: the `identity`
+/// object and the filter's whole configuration go through this one parser, so an error
+/// reads the same wherever the field sits (`identity.spiffe.trust_domains[1]: invalid
+/// type...`, `signing.issuer: missing field`). The path is read from the text up to the
+/// position serde_json reports ([`json_path`]). `section` is the path of the text inside the
+/// filter's configuration (`Some("identity")`), `None` for the whole configuration; an
+/// error that belongs to no field (not JSON, trailing characters) is named `section`, or
+/// `configuration` for the whole.
+pub fn from_json_naming_fields<T: DeserializeOwned>(
+    json: &str,
+    section: Option<&str>,
+) -> Result<T, ConfigError> {
+    let whole = section.unwrap_or("configuration");
+    // serde's derived structs also take a JSON array, field by field in declaration order;
+    // a configuration is an object.
+    if json.bytes().find(|b| !b.is_ascii_whitespace()) != Some(b'{') {
+        return Err(ConfigError::new(whole, "must be a JSON object"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let value = T::deserialize(&mut deserializer).map_err(|e| {
+        // Syntax errors belong to the text, not to a field.
+        if !e.is_data() {
+            return ConfigError::new(whole, e);
+        }
+        let message = e.to_string();
+        let variant = message.starts_with("unknown variant");
+        let mut path = json_path::offset_of(json, e.line(), e.column())
+            .map(|consumed| json_path::path_at(json, consumed, variant))
+            .unwrap_or_default();
+        // serde reports a missing field at the end of the object that lacks it, in words
+        // only; name the field itself, as every other error does.
+        let reason = match missing_field(&message) {
+            Some(name) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(name);
+                "missing field".to_owned()
+            }
+            None => message,
+        };
+        let field = match (path.is_empty(), section) {
+            (true, _) => whole.to_owned(),
+            (false, Some(section)) => format!("{section}.{path}"),
+            (false, None) => path,
+        };
+        ConfigError::new(field, reason)
+    })?;
+    deserializer.end().map_err(|e| ConfigError::new(whole, e))?;
+    Ok(value)
+}
+
+/// The field named by serde's `missing field `name`` message.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.get(..rest.find('`')?)
+}
+
 impl IdentityConfig {
+    /// The fields of the `identity` object, none of them a field of the filter's whole
+    /// configuration: `kafka-identity explain --config` tells the two apart by them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "sources",
+        "spiffe",
+        "subject",
+        "fallback_principal",
+        "max_principal_length",
+    ];
+
     /// Parses the JSON text of the `identity` object.
     pub fn from_json_str(json: &str) -> Result<IdentityConfig, ConfigError> {
-        let mut deserializer = serde_json::Deserializer::from_str(json);
-        let config: IdentityConfig =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    "identity".to_string()
-                } else {
-                    format!("identity.{path}")
-                };
-                ConfigError::new(field, e.into_inner())
-            })?;
-        deserializer
-            .end()
-            .map_err(|e| ConfigError::new("identity", e))?;
-        Ok(config)
+        from_json_naming_fields(json, Some("identity"))
     }
 
     /// Parses and compiles the JSON text of the `identity` object.
@@ -234,6 +290,21 @@ mod tests {
     }
 
     #[test]
+    fn fields_are_the_ones_serde_knows() {
+        // serde lists every field it accepts when it refuses an unknown one.
+        let listed = error(r#"{"?": 1}"#);
+        let expected = IdentityConfig::FIELDS
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            listed.contains(&format!("expected one of {expected} at")),
+            "{listed}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         assert!(error(r#"{"bogus": 1}"#).starts_with("identity.bogus: unknown field `bogus`"));
         assert!(error(r#"{"spiffe": {"x": 1}}"#).starts_with(
@@ -244,6 +315,11 @@ mod tests {
         assert!(error(r#"{"spiffe": {"trust_domains": ["a", 3]}}"#)
             .starts_with("identity.spiffe.trust_domains[1]: invalid type"));
         assert!(error("{} x").starts_with("identity: trailing characters"));
+        assert_eq!(error(r#"["subject"]"#), "identity: must be a JSON object");
+        assert!(error(r#"{"spiffe": 3}"#)
+            .starts_with("identity.spiffe: invalid type: integer `3`, expected an object"));
+        assert!(error(r#"{"subject": {"rule": "DEFAULT"}}"#)
+            .starts_with("identity.subject.rule: unknown field `rule`, expected `rules`"));
         assert_eq!(
             error(r#"{"spiffe": {"template": "{foo}"}}"#),
             "identity.spiffe.template: unknown placeholder {foo}; allowed: {spiffe_id}, {trust_domain}, {namespace}, {service_account}, {path}"

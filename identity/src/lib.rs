@@ -14,6 +14,7 @@ mod config;
 mod envoy_subject;
 mod java_dn;
 mod java_regex;
+mod json_path;
 mod kafka_rules;
 mod mapper;
 mod peer;
@@ -26,7 +27,7 @@ mod template;
 pub mod fuzzing;
 
 pub use config::{
-    ConfigError, IdentityConfig, SourceKind, SpiffeConfig, SubjectConfig,
+    from_json_naming_fields, ConfigError, IdentityConfig, SourceKind, SpiffeConfig, SubjectConfig,
     DEFAULT_MAX_PRINCIPAL_LENGTH, MAX_MAX_PRINCIPAL_LENGTH,
 };
 pub use java_regex::RegexError;

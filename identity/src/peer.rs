@@ -2,7 +2,7 @@
 
 use crate::envoy_subject;
 use crate::java_dn;
-use crate::spiffe::{SpiffeId, SpiffeProblem};
+use crate::spiffe::{has_spiffe_scheme, SpiffeId, SpiffeProblem};
 use std::fmt;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -126,17 +126,28 @@ impl PeerIdentity {
     /// A peer known only by its URI SANs as Envoy's `%DOWNSTREAM_PEER_URI_SAN%` renders
     /// them: joined by `,`, or `-` when there are none. This is what Istio's HBONE
     /// termination (`connect_authority`) puts into the filter state
-    /// `io.istio.peer_principal` of a waypoint's inner connection. Splitting on `,` gives
-    /// back every SAN, so two SPIFFE IDs are caught as ambiguous and a SPIFFE ID next to
-    /// other URIs is found, as with the certificate itself (a SPIFFE ID cannot contain a
-    /// `,`). No subject: the subject-DN source has nothing to work with.
+    /// `io.istio.peer_principal` of a waypoint's inner connection. No subject: the
+    /// subject-DN source has nothing to work with.
+    ///
+    /// The join cannot always be undone: a URI may contain `,`, so
+    /// `https://a.example/x,spiffe://td/ns/a/sa/b` is either two SANs, one of them a SPIFFE
+    /// ID, or one SAN that is no SPIFFE ID at all (what the certificate itself, and so a
+    /// sidecar, would show). A value with a `,` and a `spiffe:` piece is therefore refused
+    /// ([`SpiffeProblem::JoinedAmbiguously`], which ends the mapping like any refused
+    /// SPIFFE ID); only the certificate can settle it. Without a `spiffe:` piece every
+    /// reading has no SPIFFE ID, and the value is kept as split (for logs).
+    /// [`PeerIdentity::joins_to`] checks that a certificate is the one behind a value.
     pub fn from_joined_uri_sans(value: &str) -> PeerIdentity {
-        let uri_sans: Vec<String> = if value.is_empty() || value == "-" {
+        let uri_sans: Vec<String> = if is_no_uri_san(value) {
             Vec::new()
         } else {
             value.split(',').map(str::to_owned).collect()
         };
-        let spiffe = SpiffeId::from_uri_sans(&uri_sans);
+        let spiffe = if uri_sans.len() > 1 && uri_sans.iter().any(|uri| has_spiffe_scheme(uri)) {
+            Err(SpiffeProblem::JoinedAmbiguously(value.to_owned()))
+        } else {
+            SpiffeId::from_uri_sans(&uri_sans)
+        };
         PeerIdentity {
             subject: None,
             subject_exact: false,
@@ -144,6 +155,16 @@ impl PeerIdentity {
             dns_sans: Vec::new(),
             spiffe,
         }
+    }
+
+    /// Whether this peer's URI SANs, joined as `%DOWNSTREAM_PEER_URI_SAN%` joins them, are
+    /// exactly `joined`: the same comparison on both sides of the join, so a SAN that
+    /// contains `,` matches only its own rendering, never a split of it.
+    pub fn joins_to(&self, joined: &str) -> bool {
+        if self.uri_sans.is_empty() {
+            return is_no_uri_san(joined);
+        }
+        self.uri_sans.join(",") == joined
     }
 
     /// Degraded input from Envoy's `connection.uri_san_peer_certificate` (the first URI
@@ -163,6 +184,11 @@ impl PeerIdentity {
             spiffe,
         }
     }
+}
+
+/// Envoy renders "no URI SAN" as `-` (an empty value is taken the same way).
+fn is_no_uri_san(value: &str) -> bool {
+    value.is_empty() || value == "-"
 }
 
 fn is_san(extension: &x509_parser::extensions::X509Extension<'_>) -> bool {
@@ -233,15 +259,31 @@ mod tests {
             one.spiffe.unwrap().service_account.as_deref(),
             Some("producer")
         );
-        // Other URIs next to the SPIFFE ID, as in the certificate.
-        let mixed = PeerIdentity::from_joined_uri_sans(
+        // A SPIFFE ID next to other URIs cannot be told from one URI SAN that contains a
+        // ',' (whose certificate has no SPIFFE ID at all): refused, whichever way round.
+        for joined in [
             "https://example.org/x,spiffe://cluster.local/ns/a/sa/b",
-        );
-        assert_eq!(mixed.uri_sans.len(), 2);
-        assert_eq!(mixed.spiffe.unwrap().namespace.as_deref(), Some("a"));
-        // Two SPIFFE IDs: ambiguous, not the first one.
-        let two = PeerIdentity::from_joined_uri_sans("spiffe://a/x,spiffe://b/y");
-        assert!(matches!(two.spiffe, Err(SpiffeProblem::Ambiguous(ref v)) if v.len() == 2));
+            "spiffe://cluster.local/ns/a/sa/b,https://example.org/x",
+            "https://example.org/x,SPIFFE://cluster.local/ns/a/sa/b",
+            // Two SPIFFE IDs, or one invalid one: refused too.
+            "spiffe://a/x,spiffe://b/y",
+        ] {
+            let peer = PeerIdentity::from_joined_uri_sans(joined);
+            assert_eq!(
+                peer.spiffe,
+                Err(SpiffeProblem::JoinedAmbiguously(joined.to_owned())),
+                "{joined}"
+            );
+            assert!(peer
+                .spiffe
+                .unwrap_err()
+                .to_string()
+                .contains("cannot be told without the certificate"));
+        }
+        // Without a spiffe: piece no reading has a SPIFFE ID: nothing to refuse.
+        let plain = PeerIdentity::from_joined_uri_sans("https://a.example/x,https://b.example/y");
+        assert_eq!(plain.uri_sans.len(), 2);
+        assert_eq!(plain.spiffe, Err(SpiffeProblem::Missing));
         // Envoy's rendering of "no URI SAN".
         for none in ["", "-"] {
             let peer = PeerIdentity::from_joined_uri_sans(none);
@@ -253,6 +295,31 @@ mod tests {
             PeerIdentity::from_joined_uri_sans("spiffe://cluster.local/ns/a b/sa/c").spiffe,
             Err(SpiffeProblem::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_certificate_matches_only_its_own_joined_rendering() {
+        let peer = |uris: &[&str]| PeerIdentity {
+            subject: None,
+            subject_exact: true,
+            uri_sans: uris.iter().map(|u| (*u).to_owned()).collect(),
+            dns_sans: Vec::new(),
+            spiffe: SpiffeId::from_uri_sans(uris),
+        };
+        let forged = "https://a.example/x,spiffe://cluster.local/ns/kafka/sa/admin";
+        // One SAN with a ',' is rendered as exactly the forged-looking value...
+        assert!(peer(&[forged]).joins_to(forged));
+        // ... and so are two SANs; a certificate with other SANs is not.
+        assert!(peer(&[
+            "https://a.example/x",
+            "spiffe://cluster.local/ns/kafka/sa/admin"
+        ])
+        .joins_to(forged));
+        assert!(!peer(&["spiffe://cluster.local/ns/kafka/sa/admin"]).joins_to(forged));
+        assert!(peer(&[]).joins_to("-"));
+        assert!(peer(&[]).joins_to(""));
+        assert!(!peer(&[]).joins_to("spiffe://a/b"));
+        assert!(!peer(&["spiffe://a/b"]).joins_to("-"));
     }
 
     #[test]

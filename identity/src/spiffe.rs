@@ -80,6 +80,10 @@ pub enum SpiffeProblem {
     Ambiguous(Vec<String>),
     /// The one `spiffe` URI SAN breaks the SPIFFE ID specification.
     Invalid { uri: String, reason: SpiffeIdError },
+    /// URI SANs that arrived joined by `,` (Envoy's `%DOWNSTREAM_PEER_URI_SAN%`) with a
+    /// `spiffe` one among them: a URI may itself contain `,`, so the joined text cannot say
+    /// which SANs the certificate has, nor whether one of them is a SPIFFE ID.
+    JoinedAmbiguously(String),
 }
 
 impl fmt::Display for SpiffeProblem {
@@ -98,6 +102,11 @@ impl fmt::Display for SpiffeProblem {
             SpiffeProblem::Invalid { uri, reason } => {
                 write!(f, "invalid SPIFFE ID {uri:?}: {reason}")
             }
+            SpiffeProblem::JoinedAmbiguously(joined) => write!(
+                f,
+                "URI SANs {joined:?} arrived joined by ',' and a URI may itself contain ',': \
+                 whether one of them is a SPIFFE ID cannot be told without the certificate"
+            ),
         }
     }
 }
@@ -148,7 +157,7 @@ impl SpiffeId {
 }
 
 /// Any capitalisation counts, so that `SPIFFE://x` is reported as invalid, not ignored.
-fn has_spiffe_scheme(uri: &str) -> bool {
+pub(crate) fn has_spiffe_scheme(uri: &str) -> bool {
     uri.get(..7)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("spiffe:"))
 }
