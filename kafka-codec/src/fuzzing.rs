@@ -61,8 +61,12 @@ impl fmt::Display for FormatError {
     }
 }
 
-/// The seed and stream of an input in the current format.
+/// The seed and stream of an input in the current format. The empty input has neither
+/// (libFuzzer runs it first, before the corpus): nothing to check, in any format.
 pub fn check_format(data: &[u8]) -> Result<&[u8], FormatError> {
+    if data.is_empty() {
+        return Ok(data);
+    }
     match (data.get(..INPUT_TAG.len()), data.get(INPUT_TAG.len())) {
         (Some(tag), Some(version)) if tag == INPUT_TAG => {
             if *version == INPUT_VERSION {
@@ -91,7 +95,7 @@ pub fn mutate_after_header(
         return size.min(max_size);
     }
     let body = max_size - HEADER_BYTES;
-    let kept = if check_format(&data[..size]).is_ok() {
+    let kept = if size >= HEADER_BYTES && check_format(&data[..size]).is_ok() {
         size - HEADER_BYTES
     } else {
         // Keep the bytes, behind a header.
