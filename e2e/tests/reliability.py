@@ -151,16 +151,23 @@ class Envoy:
         return [(int(port) if port else None, outcome)
                 for port, outcome in OUTCOME.findall(self.log_since(offset)) if outcome != "reauthenticated"]
 
-    def wait_outcomes(self, offset, moved, timeout=30.0):
-        """Envoy writes its log file every few seconds: waits (bounded) until the outcome
-        lines since `offset` match the counters that `moved` (counter -> delta); returns
-        the lines."""
+    def wait_outcomes(self, offset, moved, timeout=30.0, interval=0.5):
+        """Envoy writes its log file every few seconds (LOG_FLUSH_S): waits, reading the log
+        every `interval` and for at most `timeout`, until the outcome lines since `offset`
+        match the counters that `moved` (counter -> delta); returns the lines. Raises
+        AssertionError naming both sides if they still differ at the end."""
         end = time.monotonic() + timeout
+        want = {counter: moved.get(counter, 0) for counter in OUTCOME_OF}
         while True:
             lines = self.outcomes(offset)
             logged = {counter: sum(1 for _, o in lines if o == outcome) for counter, outcome in OUTCOME_OF.items()}
-            if all(logged[c] == moved.get(c, 0) for c in logged) or time.monotonic() > end:
+            if logged == want:
                 return lines
+            if time.monotonic() > end:
+                raise AssertionError(f"after {timeout} s the filter's outcome lines in {self.log} do not match "
+                                     f"its counters: logged {logged}, counters moved {want}")
+            time.sleep(interval)
+
 
 def two_worker_stack():
     """A side stack whose Envoy runs 2 workers, as an Istio sidecar does (own state and

@@ -83,16 +83,18 @@ class SideStack:
 
 
 class LinkLog(logging.Handler):
-    """Collects librdkafka's log lines about dropped connections."""
+    """Collects librdkafka's log lines about dropped connections, and when each came."""
 
     def __init__(self):
         super().__init__()
         self.disconnects = []
+        self.disconnect_times = []
 
     def emit(self, record):
         text = record.getMessage()
         if "Disconnected" in text or "Connection reset" in text:
             self.disconnects.append(text)
+            self.disconnect_times.append(time.time())
 
 
 FILTER_STAT_PREFIX = "wasmcustom.kafka_identity."
@@ -120,7 +122,7 @@ def produce_and_consume(stack, seconds, during=None, steps=(), until=None):
     `(at_seconds, action)` of `steps` once `at_seconds` have passed (in order). With
     `until`, it stops earlier: once every step ran and `until()` is true. Returns a
     report of what was sent, delivered and read back, and every disconnect librdkafka
-    logged."""
+    logged, with the times (time.time()) of each delivery, arrival and disconnect."""
     steps = list(steps)
     if during is not None:
         steps.append((seconds / 3, during))
@@ -148,23 +150,30 @@ def produce_and_consume(stack, seconds, during=None, steps=(), until=None):
     while not consumer.assignment() and time.time() < deadline:
         consumer.poll(0.5)
     assert consumer.assignment(), "consumer got no partitions within 30 s"
-    consumed, stop = [], threading.Event()
+    consumed, consumed_times, stop = [], [], threading.Event()
 
     def consume():
         while not stop.is_set():
             msg = consumer.poll(0.5)
             if msg is not None and not msg.error() and msg.value().decode().startswith(run):
                 consumed.append(msg.value().decode())
+                consumed_times.append(time.time())
 
     reader = threading.Thread(target=consume)
     reader.start()
-    sent, delivered = [], []
+    sent, delivered, delivered_times = [], [], []
+
+    def on_delivery(err, msg):
+        delivered.append(err is None)
+        if err is None:
+            delivered_times.append(time.time())
+
     start = time.time()
     i = 0
     while time.time() - start < seconds and not (until is not None and not steps and until()):
         value = f"{run}-{i}"
         sent.append(value)
-        producer.produce("orders", value.encode(), on_delivery=lambda err, msg: delivered.append(err is None))
+        producer.produce("orders", value.encode(), on_delivery=on_delivery)
         producer.poll(0)
         i += 1
         while steps and time.time() - start > steps[0][0]:
@@ -179,4 +188,6 @@ def produce_and_consume(stack, seconds, during=None, steps=(), until=None):
     reader.join()
     consumer.close()
     return {"sent": sent, "delivered": sum(delivered), "consumed": consumed,
-            "disconnects": log.disconnects, "errors": errors}
+            "disconnects": log.disconnects, "errors": errors, "started": start,
+            "delivered_times": delivered_times, "consumed_times": consumed_times,
+            "disconnect_times": log.disconnect_times}

@@ -26,6 +26,10 @@ REPLAY_BUDGET_S = 90  # no new stream starts after this
 CLOSE_WAIT_S = 2.0  # how long a stream waits for the other side to close it
 THREADS = 6
 HOSTILE_SIZES = (-1, -0x80000000, 0, 1, 0x7FFFFFFF, (1 << 20) + 1, 100 << 20)
+# A corpus file is "KCF", the format version, two seed bytes that steer the fuzz oracle, then
+# the stream (kafka-codec/src/fuzzing.rs, `input`).
+CORPUS_HEADER = b"KCF\x02"
+CORPUS_SEED_BYTES = 2
 
 
 def frame_offsets(data):
@@ -40,6 +44,14 @@ def frame_offsets(data):
     return offsets
 
 
+def corpus_stream(name, data):
+    """The byte stream of a corpus file (after its header and seed)."""
+    assert data.startswith(CORPUS_HEADER), \
+        f"{name} is not a kafka-codec fuzz input of format 2: regenerate the corpus " \
+        "(cargo run -p kafka-codec --features fuzzing --example fuzz_seeds)"
+    return data[len(CORPUS_HEADER) + CORPUS_SEED_BYTES:]
+
+
 def streams():
     """(name, chunks) of every stream to replay, deterministic for a given corpus."""
     files = []
@@ -49,8 +61,7 @@ def streams():
     out = []
     for index, (name, data) in enumerate(datas):
         rng = random.Random(name)
-        # The first byte or two steer the fuzz oracle (chunking); the rest is the stream.
-        body = data[max(range(3), key=lambda k: len(frame_offsets(data[k:]))):]
+        body = corpus_stream(name, data)
 
         def chunks(b, rng=rng):
             parts, at = [], 0
@@ -75,7 +86,7 @@ def streams():
             at = rng.choice(offsets)
             size = rng.choice(HOSTILE_SIZES)
             out.append((f"{name} frame size {size}", [body[:at] + struct.pack(">i", size) + body[at + 4:]]))
-        other = datas[(index + 1) % len(datas)][1][1:]
+        other = corpus_stream(*datas[(index + 1) % len(datas)])
         spliced = body[:rng.randrange(len(body) + 1)] + other[rng.randrange(len(other) + 1):]
         out.append((f"{name} spliced", chunks(spliced)))
     return out[:MAX_STREAMS]

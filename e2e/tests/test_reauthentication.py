@@ -1,13 +1,20 @@
 """KIP-368 on the client's behalf: a broker with connections.max.reauth.ms=10000 keeps
-long-lived connections only if the filter re-authenticates them."""
+long-lived connections only if the filter re-authenticates them.
+
+What tells the two apart is the broker's own account: a connection whose session expired is
+closed at its next request with "Disconnecting expired channel ... id=<listener>-<peer>-<n>"
+(kafka.network.Processor at DEBUG, which e2e/local's broker logging keeps in server.log)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from side_stack import REPO, SideStack, produce_and_consume
 
 STATE = REPO / "e2e" / ".state" / "reauth-inputs"
+# The filter's own ways of ending a connection: none may move in either test.
+REFUSALS = ("auth_failed", "rejected_no_identity", "rejected_client_sasl", "protocol_errors")
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +31,42 @@ def stack():
         side.down()
 
 
+class BrokerLog:
+    """Lines the broker appended to its server.log after this mark."""
+
+    def __init__(self, stack):
+        self.path = Path(stack.stack["KAFKA_IDENTITY_KAFKA_LOG"])
+        self.listener = stack.stack["KAFKA_IDENTITY_MESH_LISTENER"]
+        self.offset = self.path.stat().st_size
+
+    def expired_sessions(self):
+        """The broker's "Disconnecting expired channel" lines for connections on the MESH
+        listener (the one behind Envoy), since the mark."""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            lines = f.read().decode(errors="replace").splitlines()
+        return [ln for ln in lines if "Disconnecting expired channel" in ln and f"id={self.listener}-" in ln]
+
+
+def refusals(stack):
+    return {name: stack.counter(name) for name in REFUSALS}
+
+
 def test_producer_and_consumer_run_60s_through_reauthentication(stack):
-    before = stack.counter("reauthenticated")
+    before, refused = stack.counter("reauthenticated"), refusals(stack)
+    broker = BrokerLog(stack)
     report = produce_and_consume(stack, 60)
     reauths = stack.counter("reauthenticated") - before
     assert report["disconnects"] == [], report["disconnects"][:3]
+    assert report["errors"] == [], report["errors"][:3]
     assert report["delivered"] == len(report["sent"]) > 500
     assert sorted(report["consumed"]) == sorted(report["sent"]), "lost or duplicated messages"
     # Two long-lived connections (producer, consumer) plus the consumer's coordinator
     # connection, re-authenticated every 8.5-9.5 s of a 10 s session for a minute.
     assert reauths >= 10, f"only {reauths} re-authentications"
-    assert stack.counter("auth_failed") == 0
+    assert refusals(stack) == refused
+    # The broker never found a session expired: every one was renewed in time.
+    assert broker.expired_sessions() == [], broker.expired_sessions()[:3]
 
 
 def test_without_reauthentication_the_broker_disconnects(stack):
@@ -43,10 +75,24 @@ def test_without_reauthentication_the_broker_disconnects(stack):
     off.write_text(json.dumps(dict(config, reauthenticate=False)))
     stack.filter_update(off)
     try:
-        before = stack.counter("reauthenticated")
+        before, refused = stack.counter("reauthenticated"), refusals(stack)
+        broker = BrokerLog(stack)
         report = produce_and_consume(stack, 25)
         assert stack.counter("reauthenticated") == before
-        # The broker closes a connection at its first request after the 10 s session.
+        # The connections worked until their sessions ended: records went both ways first.
+        first_drop = min(report["disconnect_times"], default=None)
+        assert first_drop is not None, "no client connection dropped"
+        assert report["delivered_times"] and min(report["delivered_times"]) < first_drop, \
+            "nothing was delivered before the first disconnect"
+        assert report["consumed_times"] and min(report["consumed_times"]) < first_drop, \
+            "nothing was consumed before the first disconnect"
+        # The broker closes a connection at its first request after the 10 s session: the
+        # producer's and the consumer's at least, each logged by the broker as expired; the
+        # filter closed none of them.
         assert len(report["disconnects"]) >= 2, report
+        expired = broker.expired_sessions()
+        assert len(expired) >= 2, f"the broker expired {len(expired)} sessions: {expired}; client saw " \
+                                  f"{report['disconnects'][:3]}"
+        assert refusals(stack) == refused
     finally:
         stack.filter_update(REPO / "e2e" / "local" / "filter-config.json")

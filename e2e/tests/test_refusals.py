@@ -3,6 +3,7 @@ no client certificate, a foreign trust domain, a client that speaks SASL itself,
 malformed Kafka frame."""
 
 import gc
+import re
 import socket
 import ssl
 import struct
@@ -36,6 +37,22 @@ def closed_by_peer(sock, timeout=10):
             return False
         return True
     return False
+
+
+def listener_connections(stack):
+    """(downstream_cx_total, downstream_cx_active) of Envoy's listener for the filter."""
+    host, port = stack.envoy_addr
+    stats = stack.stats()
+    prefix = f"listener.{host}_{port}."
+    return stats[prefix + "downstream_cx_total"], stats[prefix + "downstream_cx_active"]
+
+
+def quiet(stack, active):
+    """Waits until the listener holds `active` connections again (every connection a client of
+    the test opened is gone); returns (counters, total connections) from then."""
+    assert wait_until(lambda: listener_connections(stack)[1] == active, timeout=WAIT), \
+        f"connections still open on the listener: {listener_connections(stack)} (expected {active} active)"
+    return stack.counters(), listener_connections(stack)[0]
 
 
 def listener_ssl(stack):
@@ -100,6 +117,22 @@ def test_foreign_trust_domain_is_disconnected(stack, authorizer_log, envoy_log):
     assert not [ln for ln in envoy_log.lines() if f"identity={SPIFFE['evil']}" in ln and "outcome=authenticated" in ln]
 
 
+# What librdkafka (kcat) logs when the filter closes its connection during its SASL handshake:
+# the close, then the handshake's failure for want of a transport (kcat 1.7.1).
+KCAT_SASL_CUT = re.compile(r": Disconnected(: SSL connection closed by peer)? \(after \d+ms in state AUTH_HANDSHAKE\)$")
+KCAT_SASL_CUT_THEN = re.compile(r": SASL OAUTHBEARER mechanism handshake failed: Local: Broker transport failure")
+# How kcat gives up on its record then: every connection down, or the record timed out.
+KCAT_GAVE_UP = re.compile(r"^% ERROR: Local: (All broker connections are down|Message timed out)", re.M)
+
+
+def kcat_sasl_cut(stderr):
+    """kcat's connection failures, as (cut during the SASL handshake, any other failure)."""
+    fails = [ln for ln in stderr.splitlines() if "|FAIL|" in ln]
+    cut = [ln for ln in fails if KCAT_SASL_CUT.search(ln)]
+    other = [ln for ln in fails if not (KCAT_SASL_CUT.search(ln) or KCAT_SASL_CUT_THEN.search(ln))]
+    return cut, other
+
+
 def sasl_client_conf(stack, **extra):
     conf = stack.rdkafka_ssl("producer", **{
         "security.protocol": "SASL_SSL",
@@ -112,7 +145,7 @@ def sasl_client_conf(stack, **extra):
 
 
 def test_client_speaking_sasl_is_refused_and_gains_no_admin_rights(stack, admin, run_id, envoy_log):
-    before = stack.counters()
+    before, active = stack.counters(), listener_connections(stack)[1]
     topic = f"pwn-{run_id}"
 
     # confluent-kafka admin client claiming to be User:admin: must not create a topic
@@ -126,18 +159,32 @@ def test_client_speaking_sasl_is_refused_and_gains_no_admin_rights(stack, admin,
         del rogue, fs  # stop its reconnect loop (librdkafka destroys the client with the object)
         gc.collect()
 
-    # kcat claiming to be User:admin: cannot produce (admin could, it is a super user)
+    # kcat claiming to be User:admin: cannot produce (admin could, it is a super user). Alone
+    # on the listener once the admin client's connections are gone, so every connection that
+    # opens meanwhile is kcat's, and each must be refused for speaking SASL.
+    rogue_refused, total = quiet(stack, active)
+    assert rogue_refused["rejected_client_sasl"] > before["rejected_client_sasl"], \
+        "the admin client speaking SASL was not refused"
     value = f"{run_id}-written-as-fake-admin"
     cmd_extra = ["security.protocol=SASL_SSL", "sasl.mechanisms=OAUTHBEARER",
                  "enable.sasl.oauthbearer.unsecure.jwt=true", "sasl.oauthbearer.config=principal=admin",
                  "message.timeout.ms=6000"]
     r = stack.kcat("producer", "-P", "-t", stack.topic, stdin=value + "\n", extra=cmd_extra)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0 or "fail" in out.lower() or "error" in out.lower(), \
-        f"kcat SASL produce looked fine:\n{out}"
+    kcat_done, kcat_total = quiet(stack, active)
+    connections = kcat_total - total
+    refused = kcat_done["rejected_client_sasl"] - rogue_refused["rejected_client_sasl"]
+    assert connections >= 1 and refused == connections, \
+        f"kcat opened {connections} connections, {refused} refused for speaking SASL"
+    assert all(kcat_done[k] == rogue_refused[k] for k in ("rejected_no_identity", "protocol_errors", "auth_failed")), \
+        (rogue_refused, kcat_done)
+    # What kcat saw is that refusal, on each of its connections: closed by the other side in
+    # the middle of its SASL handshake (not a configuration error, not a TLS failure, not a
+    # broker's SASL refusal); then it gave up on its record.
+    cut, other = kcat_sasl_cut(r.stderr)
+    assert r.returncode != 0 and KCAT_GAVE_UP.search(r.stderr), f"kcat did not give up:\n{r.stderr[-2000:]}"
+    assert not other, f"kcat failed otherwise than by its SASL handshake cut off: {other[:3]}"
+    assert len(cut) == connections, f"{len(cut)} of kcat's {connections} connections cut in its SASL handshake"
 
-    assert wait_until(lambda: stack.counters()["rejected_client_sasl"] >= before["rejected_client_sasl"] + 2,
-                      timeout=10), f"rejected_client_sasl did not move enough: {stack.counters()}"
     # the broker (asked by the real admin over DIRECT) has no such topic ...
     assert topic not in admin.list_topics(timeout=10).topics
     # ... and no fake-admin message in orders (markers written by the real admin bound the read)

@@ -154,8 +154,81 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
-        kafka_codec::fuzzing::requests(&data);
-        kafka_codec::fuzzing::responses(&data);
+    fn mutated_real_streams_never_panic_and_scan_alike(case in mutated_capture()) {
+        kafka_codec::fuzzing::requests(&case);
+        kafka_codec::fuzzing::responses(&case);
     }
+}
+
+/// Bytes real clients and a real broker exchanged (tests/data, see its README).
+const CAPTURES: [&[u8]; 12] = [
+    include_bytes!("data/kcat-produce-acks-all.requests.bin"),
+    include_bytes!("data/kcat-produce-acks-all.responses.bin"),
+    include_bytes!("data/kcat-produce-acks-0.requests.bin"),
+    include_bytes!("data/kcat-produce-acks-0.responses.bin"),
+    include_bytes!("data/java-producer-bootstrap.requests.bin"),
+    include_bytes!("data/java-producer-bootstrap.responses.bin"),
+    include_bytes!("data/java-producer.requests.bin"),
+    include_bytes!("data/java-producer.responses.bin"),
+    include_bytes!("data/kcat-consumer-fetch.requests.bin"),
+    include_bytes!("data/kcat-consumer-fetch.responses.bin"),
+    include_bytes!("data/kcat-consumer-group.requests.bin"),
+    include_bytes!("data/kcat-consumer-group.responses.bin"),
+];
+
+/// One edit of a stream: overwrite, insert or delete a byte, or cut the stream there.
+fn edit(stream: &mut Vec<u8>, (kind, at, value): (u8, usize, u8)) {
+    let at = at % (stream.len() + 1);
+    match kind % 4 {
+        0 if at < stream.len() => stream[at] = value,
+        1 => stream.insert(at, value),
+        2 if at < stream.len() => {
+            stream.remove(at);
+        }
+        3 => stream.truncate(at),
+        _ => {}
+    }
+}
+
+/// An oracle input (current format, any seed) holding a captured stream with 0-3 edits:
+/// random bytes almost never get past the first size prefix, real frames with a few edits
+/// reach the frames after it, and edits anywhere (a size, a header, a payload) test the
+/// scanners where a stream goes wrong.
+fn mutated_capture() -> impl Strategy<Value = Vec<u8>> {
+    (
+        0..CAPTURES.len(),
+        any::<[u8; kafka_codec::fuzzing::SEED_BYTES]>(),
+        proptest::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 0..4),
+    )
+        .prop_map(|(capture, seed, edits)| {
+            let mut stream = CAPTURES[capture].to_vec();
+            for e in edits {
+                edit(&mut stream, e);
+            }
+            kafka_codec::fuzzing::input(seed, &stream)
+        })
+}
+
+/// The property above is only worth something if its inputs get past the first frame: most
+/// cases must hold several complete frames, and some must be cut or bent mid-stream.
+#[test]
+fn the_mutated_streams_reach_past_the_first_frame() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut several, mut ragged, cases) = (0, 0, 300);
+    for _ in 0..cases {
+        let case = mutated_capture().new_tree(&mut runner).unwrap().current();
+        let r = kafka_codec::fuzzing::responses(&case);
+        several += usize::from(r.frames >= 2);
+        ragged += usize::from(r.tail > 0);
+    }
+    assert!(
+        several * 3 >= cases * 2,
+        "{several} of {cases} cases with 2+ complete frames"
+    );
+    assert!(
+        ragged * 10 >= cases,
+        "{ragged} of {cases} cases end mid-frame"
+    );
 }

@@ -94,17 +94,59 @@ fn parses_broker_answers_for_every_authenticate_version() {
 
 #[test]
 fn garbage_answers_are_errors_not_panics() {
+    let decode_error = |what: &str, r: Result<(), sasl::SaslError>| match r {
+        Err(sasl::SaslError::Decode(_)) => {}
+        other => panic!("{what}: {other:?}, not a decode error"),
+    };
     for data in [
         &[][..],
         &[0, 0],
         &[0, 0, 0, 1, 0, 0, 0xff, 0xff, 0xff],
         &[0xff; 40],
     ] {
-        let _ = sasl::handshake_response(data);
+        decode_error(
+            &format!("handshake {data:?}"),
+            sasl::handshake_response(data).map(|_| ()),
+        );
         for v in 0..=2 {
-            let _ = sasl::authenticate_response(data, v);
+            decode_error(
+                &format!("authenticate v{v} {data:?}"),
+                sasl::authenticate_response(data, v).map(|_| ()),
+            );
         }
     }
-    assert!(sasl::authenticate_response(&[0; 20], 3).is_err());
-    assert!(sasl::authenticate_request(1, "x", 7, b"").is_err());
+    // Every truncation of a real answer: an error, never a shorter answer read as whole.
+    let hs = SaslHandshakeResponse::default()
+        .with_error_code(0)
+        .with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
+    let hs = encode_response(5, ApiKey::SaslHandshake, 1, &hs);
+    assert!(sasl::handshake_response(&hs).is_ok());
+    for cut in 0..hs.len() {
+        decode_error(
+            &format!("handshake cut at {cut}"),
+            sasl::handshake_response(&hs[..cut]).map(|_| ()),
+        );
+    }
+    for version in 0..=2 {
+        let auth = SaslAuthenticateResponse::default()
+            .with_error_message(Some(StrBytes::from_static_str("x")))
+            .with_auth_bytes(Bytes::from_static(b"abc"))
+            .with_session_lifetime_ms(if version >= 1 { 10_000 } else { 0 });
+        let auth = encode_response(6, ApiKey::SaslAuthenticate, version, &auth);
+        assert!(sasl::authenticate_response(&auth, version).is_ok());
+        for cut in 0..auth.len() {
+            decode_error(
+                &format!("authenticate v{version} cut at {cut}"),
+                sasl::authenticate_response(&auth[..cut], version).map(|_| ()),
+            );
+        }
+    }
+    assert_eq!(
+        sasl::authenticate_response(&[0; 20], 3),
+        Err(sasl::SaslError::UnsupportedVersion(3))
+    );
+    assert_eq!(
+        sasl::authenticate_request(1, "x", 7, b""),
+        Err(sasl::SaslError::UnsupportedVersion(7))
+    );
 }

@@ -8,6 +8,7 @@ brokers' super user on the INTERNAL listener. Prints one JSON object on stdout.
     kclient.py metadata BOOTSTRAP TOPIC
     kclient.py admin    BOOTSTRAP --ops JSON   (as the super user; see admin())
     kclient.py probe    HOST PORT              raw ApiVersions in plaintext: does Kafka answer?
+    kclient.py probes   HOST:PORT...           the same for each target
 """
 
 import argparse
@@ -151,19 +152,41 @@ def admin(a):
     return {"results": out}
 
 
-def probe(a):
-    """An ApiVersions v0 request straight on the socket, no TLS: a broker would answer it."""
+def probe_one(host, port, timeout):
+    """An ApiVersions v0 request straight on the socket, no TLS: a broker would answer it.
+    Says how it ended, so "no answer" can be told apart: `connected` (the TCP handshake
+    completed), `closed` (then the other side closed or reset the connection without a Kafka
+    answer: what a proxy refusing it does), or neither (refused, unreachable, timed out)."""
     client_id = b"ki-probe"
     body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
     try:
-        with socket.create_connection((a.host, a.port), timeout=a.timeout) as s:
-            s.settimeout(a.timeout)
+        s = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        return {"answered": False, "connected": False, "closed": False, "error": type(e).__name__}
+    with s:
+        try:
+            s.settimeout(timeout)
             s.sendall(struct.pack(">i", len(body)) + body)
             data = s.recv(8)
-    except OSError as e:
-        return {"answered": False, "error": type(e).__name__}
+        except TimeoutError:
+            return {"answered": False, "connected": True, "closed": False, "error": "timeout"}
+        except OSError as e:  # reset by the peer
+            return {"answered": False, "connected": True, "closed": True, "error": type(e).__name__}
     answered = len(data) >= 8 and struct.unpack(">i", data[4:8])[0] == 1
-    return {"answered": answered, "error": None if answered else f"{len(data)} bytes"}
+    return {"answered": answered, "connected": True, "closed": not data,
+            "error": None if answered else f"{len(data)} bytes"}
+
+
+def probe(a):
+    return probe_one(a.host, a.port, a.timeout)
+
+
+def probes(a):
+    out = {}
+    for target in a.targets:
+        host, _, port = target.rpartition(":")
+        out[target] = probe_one(host, int(port), a.timeout)
+    return {"results": out}
 
 
 def main(argv):
@@ -185,9 +208,11 @@ def main(argv):
     ad.add_argument("--principal", default="kafka-broker")
     pb = sub.add_parser("probe")
     pb.add_argument("host"), pb.add_argument("port", type=int), pb.add_argument("--timeout", type=float, default=5)
+    ps = sub.add_parser("probes")
+    ps.add_argument("targets", nargs="+", metavar="HOST:PORT"), ps.add_argument("--timeout", type=float, default=5)
     a = p.parse_args(argv)
     result = {"produce": produce, "consume": consume, "metadata": metadata, "admin": admin,
-              "probe": probe}[a.cmd](a)
+              "probe": probe, "probes": probes}[a.cmd](a)
     json.dump(result, sys.stdout)
     print()
 

@@ -55,6 +55,25 @@ def prometheus_counter(sidecar, name):
     return total if seen else None
 
 
+def scraped_counter(sidecar, name):
+    """`prometheus_counter`, for a counter that must be there: missing from the scrape is an
+    error, not 0 (read as 0, a missing counter compares equal to another missing one)."""
+    value = prometheus_counter(sidecar, name)
+    if value is None:
+        raise MeshError(f"{name} missing from {sidecar.pod.name}'s :15020/stats/prometheus")
+    return value
+
+
+def filter_authentications(lines):
+    """{principal: count} of the filter's `outcome=authenticated` log lines among `lines`."""
+    found = {}
+    for ln in lines:
+        m = re.search(r"kafka-identity: .*\bprincipal=(\S+) .*\boutcome=authenticated\b", ln)
+        if m:
+            found[m.group(1)] = found.get(m.group(1), 0) + 1
+    return found
+
+
 class LogMark:
     """Lines appended to a file after this mark."""
 

@@ -52,6 +52,34 @@ def mesh():
             m.down()
 
 
+# node id -> outcome ("passed", "failed", "skipped") of each test that ran: its call, or its
+# setup when that did not pass. The summaries read it through `earlier_outcomes`.
+_OUTCOMES = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _OUTCOMES[item.nodeid] = report.outcome
+
+
+@pytest.fixture
+def earlier_outcomes(request):
+    """{node id: outcome} of the tests of the requesting test's file that ran before it, so a
+    summary can fail when a pass it summarises failed."""
+    module = request.node.nodeid.split("::")[0]
+    return {n: o for n, o in _OUTCOMES.items() if n.split("::")[0] == module and n != request.node.nodeid}
+
+
+def check_summary(outcomes):
+    """A summary passes only if something ran and nothing it summarises failed."""
+    failed = sorted(n.split("::", 1)[1] for n, o in outcomes.items() if o == "failed")
+    assert not failed, f"failed: {', '.join(failed)}"
+    assert any(o == "passed" for o in outcomes.values()), f"no pass ran: {outcomes}"
+
+
 def pytest_exception_interact(node, call, report):
     if isinstance(call.excinfo.value, MeshError):
         report.longrepr = str(call.excinfo.value)

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from checks import (OUR_FILTER, Checks, LogMark, authz, each_denied_the_others_rights, ecds_filters, inbound_chains,
-                    java_round_trip, prometheus_counter, rejected_updates, wait_any, wait_until, write_every_partition)
-from conftest import CONSUMER, GROUP, PRODUCER, TOPIC
+                    java_round_trip, rejected_updates, scraped_counter, wait_any, wait_until, write_every_partition)
+from conftest import CONSUMER, GROUP, PRODUCER, TOPIC, check_summary
 from deliveries import BOOTSTRAP, our_chain_ok
 from meshlib.ambient import (HBONE_CLIENT_ENVOY, WAYPOINT_ENVOY, WAYPOINT_ID, WAYPOINT_ISTIO, Ambient,
                              waypoint_chains)
@@ -115,7 +115,7 @@ def test_ambient_clients_get_their_own_principals(mesh, ambient):
     run = f"ambient-{uuid.uuid4().hex[:6]}"
     marks = {b.index: LogMark(b.authorizer_log) for b in mesh.brokers}
     waypoint_log = LogMark(ambient.waypoint.proc.log)
-    before = prometheus_counter(ambient.waypoint, "kafka_identity_authenticated") or 0
+    before = scraped_counter(ambient.waypoint, "kafka_identity_authenticated")
     tunnels_before = {n: c.stats().get("cluster.waypoint.upstream_rq_total", 0) for n, c in ambient.clients.items()}
 
     md = mesh.kclient(PRODUCER_POD, "metadata", BOOTSTRAP, TOPIC)
@@ -145,8 +145,8 @@ def test_ambient_clients_get_their_own_principals(mesh, ambient):
     java_round_trip(mesh, PRODUCER_POD, CONSUMER_POD, BOOTSTRAP, TOPIC, GROUP, run)
     passed.append("Java client (console producer/consumer 4.4.0) wrote and read back through the waypoint")
 
-    after = prometheus_counter(ambient.waypoint, "kafka_identity_authenticated")
-    assert after is not None and after > before, f"kafka_identity_authenticated on the waypoint: {before} -> {after}"
+    after = scraped_counter(ambient.waypoint, "kafka_identity_authenticated")
+    assert after > before, f"kafka_identity_authenticated on the waypoint: {before} -> {after}"
     passed.append(f"kafka_identity_authenticated on the waypoint (:15020/stats/prometheus): {before} -> {after}")
     # The identities came over HBONE from the client pods' own tunnels: the filter's log names
     # the HBONE peer and the real client address.
@@ -199,11 +199,16 @@ def test_a_brokers_9092_admits_only_the_waypoint(mesh, ambient):
     passed.append(f"sidecar pod producer ({PRODUCER}, Istio mTLS) straight to {broker.pod.ip}:9092 refused by the "
                   f"broker's policy ({', '.join(grown)} grew)")
 
-    # 3. No mesh at all: plaintext to a STRICT broker.
-    for b in mesh.brokers:
-        r = mesh.kclient("legacy", "probe", b.pod.ip, str(CLIENT_PORT))
-        assert not r["answered"], f"the pod without a sidecar got a Kafka answer from {b.pod.name}:9092"
-    passed.append("the pod outside the mesh gets no Kafka answer from any broker's 9092 (STRICT)")
+    # 3. No mesh at all: plaintext to a STRICT broker. Each connection is accepted and then closed
+    #    by the broker's sidecar (not a probe that could not connect or timed out), while the
+    #    control above was answered.
+    got = mesh.kclient("legacy", "probes", *(f"{b.pod.ip}:{CLIENT_PORT}" for b in mesh.brokers))["results"]
+    answered = [t for t, r in got.items() if r["answered"]]
+    assert not answered, f"the pod without a sidecar got a Kafka answer from {answered}"
+    not_refused = {t: r for t, r in got.items() if not (r["connected"] and r["closed"])}
+    assert not not_refused, f"probes from the pod without a sidecar that were not refused by the broker: {not_refused}"
+    passed.append("the pod outside the mesh gets no Kafka answer from any broker's 9092 (STRICT): each connection "
+                  "accepted, then closed by the broker's sidecar")
     passed.append(f"the policy admits {WAYPOINT_ID} only; the clients' tunnels ran on Envoy {HBONE_CLIENT_ENVOY}")
 
 
@@ -219,7 +224,7 @@ def test_the_clients_certificate_reaches_the_filter_in_the_waypoint(mesh, ambien
     def plugin_config_has(text):
         return lambda: any(text in str(v) for k, v in ecds_filters(wp).items() if OUR_FILTER.search(k))
 
-    refused = prometheus_counter(wp, "kafka_identity_rejected_no_identity") or 0
+    refused = scraped_counter(wp, "kafka_identity_rejected_no_identity")
     mark = LogMark(wp.proc.log)
     mesh.kube.kubectl("patch", "wasmplugin", "kafka-identity-waypoint", "-n", KAFKA_NS, "--type=merge", "-p",
                       '{"spec": {"pluginConfig": {"waypoint": {"peer_certificate_filter_state_key": '
@@ -231,7 +236,7 @@ def test_the_clients_certificate_reaches_the_filter_in_the_waypoint(mesh, ambien
     lines = mark.wait_for("outcome=rejected_no_identity",
                           "set_filter_state in the waypoint's HBONE listener did not run")
     assert lines, "the waypoint logged no refusal for the missing certificate"
-    assert (prometheus_counter(wp, "kafka_identity_rejected_no_identity") or 0) > refused
+    assert scraped_counter(wp, "kafka_identity_rejected_no_identity") > refused
     passed.append("certificate key configured without its set_filter_state: the client is refused "
                   "(rejected_no_identity, 'did not run')")
 
@@ -256,7 +261,7 @@ def test_the_clients_certificate_reaches_the_filter_in_the_waypoint(mesh, ambien
                   "and consumer are authenticated as their SPIFFE principals")
 
 
-def test_ambient_summary(ambient):
+def test_ambient_summary(ambient, earlier_outcomes):
     print("\n==== ambient summary ====")
     print(f"- waypoint: Istio {WAYPOINT_ISTIO} (announced) on Envoy {WAYPOINT_ENVOY}; chain "
           f"{' -> '.join(RECORD['chain'] or [])}")
@@ -264,3 +269,4 @@ def test_ambient_summary(ambient):
         print(f"    ✔ {c}")
     print(yaml.safe_dump({"ambient seconds": ambient.timings}))
     assert RECORD["chain"], "the waypoint pass did not run"
+    check_summary(earlier_outcomes)

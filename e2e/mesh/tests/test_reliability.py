@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 
-from checks import LogMark, prometheus_counter, wait_until
+from checks import (LogMark, authz, filter_authentications, prometheus_counter, scraped_counter, spread_leaders,
+                    wait_any, wait_until)
 from conftest import CONSUMER, PRODUCER
 from deliveries import BOOTSTRAP, deliver
 from meshlib.mesh import REPO
@@ -122,13 +123,24 @@ def check_nothing_lost(produced, consumed, back):
 
 
 def authenticated_total(mesh):
-    return sum(prometheus_counter(mesh.sidecars[b.pod.name], "kafka_identity_authenticated") or 0
-               for b in mesh.brokers)
+    return sum(scraped_counter(mesh.sidecars[b.pod.name], "kafka_identity_authenticated") for b in mesh.brokers)
 
 
 def auth_failures(mesh):
-    return sum(prometheus_counter(mesh.sidecars[b.pod.name], "kafka_identity_auth_failed") or 0
-               for b in mesh.brokers)
+    return sum(scraped_counter(mesh.sidecars[b.pod.name], "kafka_identity_auth_failed") for b in mesh.brokers)
+
+
+def check_principals(marks):
+    """The broker sidecars' filters authenticated connections since `marks` (sidecar log marks),
+    each as the producer's or the consumer's principal, and both clients among them: the
+    clients' reconnections during the fault carried their own identities. Returns the counts."""
+    found = {}
+    for mark in marks:
+        for principal, n in filter_authentications(mark.lines()).items():
+            found[principal] = found.get(principal, 0) + n
+    assert set(found) <= {PRODUCER, CONSUMER}, f"connections authenticated as other principals: {found}"
+    assert set(found) == {PRODUCER, CONSUMER}, f"not both clients authenticated again: {found}"
+    return found
 
 
 def isr_full(mesh):
@@ -160,9 +172,12 @@ def test_broker_killed_and_restarted(faults, repeat):
     assert victim_log.wait_for(f"Principal = User:{PRODUCER} is Allowed operation = WRITE", timeout=45), \
         f"the restarted broker {victim.index} logged no write of User:{PRODUCER} (authorizer: {victim.authorizer_log})"
     produced, consumed = wl.wait()
+    # Before the read-back, whose own new connections would make the counter grow anyway.
+    auth_after, fails_after = authenticated_total(mesh), auth_failures(mesh)
     back = wl.readback()
+    by_readback = authenticated_total(mesh) - auth_after
     check_nothing_lost(produced, consumed, back)
-    assert authenticated_total(mesh) > auth_before and auth_failures(mesh) == fails_before
+    assert auth_after > auth_before and fails_after == fails_before, (auth_before, auth_after, fails_after)
     # The clients did see the broker go (this is what makes "no link events" elsewhere meaningful).
     assert produced["links"] or consumed["links"], "the clients logged no lost connection when a broker died"
     figures = {"records": produced["sent"], "lost": produced["sent"] - back["unique"],
@@ -170,7 +185,7 @@ def test_broker_killed_and_restarted(faults, repeat):
                "producer_stall_s": longest_gap(produced["ack_times"], t_kill),
                "consumer_stall_s": longest_gap(consumed["arrivals"], t_kill),
                "broker_down_s": round(t_back - t_kill, 1),
-               "new_authentications": authenticated_total(mesh) - auth_before,
+               "new_authentications": auth_after - auth_before, "authentications_by_readback": by_readback,
                "client_link_events": len(produced["links"]) + len(consumed["links"])}
     record(mesh, "broker kill -9", figures)
 
@@ -181,6 +196,8 @@ def test_rolling_restart_of_all_brokers(faults, repeat):
     wl = Workload(mesh, "rolling", seconds=70).start()
     time.sleep(8)
     auth_before, fails_before = authenticated_total(mesh), auth_failures(mesh)
+    filter_logs = [LogMark(mesh.sidecars[b.pod.name].proc.log) for b in mesh.brokers]
+    authorizer_logs = [LogMark(b.authorizer_log) for b in mesh.brokers]
     t_start = time.time()
     for b in mesh.brokers:
         b.stop()          # SIGTERM: a controlled shutdown, as a rolling update does
@@ -189,40 +206,63 @@ def test_rolling_restart_of_all_brokers(faults, repeat):
         wait_until(f"replicas in sync after restarting broker {b.index}", lambda: isr_full(mesh), 120)
     t_done = time.time()
     produced, consumed = wl.wait()
+    # Before the read-back, whose own new connections would make the counter grow anyway.
+    auth_after, fails_after = authenticated_total(mesh), auth_failures(mesh)
+    # The reconnections during the roll were authenticated as the clients' own principals (the
+    # filters' log lines), and the brokers authorized the clients' requests under those names.
+    principals = check_principals(filter_logs)
+    assert wait_any(authorizer_logs, *authz(PRODUCER, "Allowed", "WRITE", f"Topic:LITERAL:{TOPIC}")), \
+        f"no broker logged an allowed WRITE of User:{PRODUCER} during the roll"
+    assert wait_any(authorizer_logs, *authz(CONSUMER, "Allowed", "READ", f"Group:LITERAL:{GROUP}")), \
+        f"no broker logged an allowed READ of the group by User:{CONSUMER} during the roll"
     back = wl.readback()
+    by_readback = authenticated_total(mesh) - auth_after
     check_nothing_lost(produced, consumed, back)
-    assert authenticated_total(mesh) > auth_before and auth_failures(mesh) == fails_before
+    assert auth_after > auth_before and fails_after == fails_before, (auth_before, auth_after, fails_after)
     record(mesh, "rolling restart", {
         "records": produced["sent"], "lost": produced["sent"] - back["unique"], "duplicates": back["duplicates"],
         "checksum": back["checksum"][:16], "restart_s": round(t_done - t_start, 1),
         "producer_stall_s": longest_gap(produced["ack_times"], t_start, t_done),
         "consumer_stall_s": longest_gap(consumed["arrivals"], t_start, t_done),
-        "new_authentications": authenticated_total(mesh) - auth_before})
+        "new_authentications": auth_after - auth_before, "authentications_by_readback": by_readback,
+        "authenticated_principals": principals})
 
 
 @pytest.mark.parametrize("repeat", REPEATS)
 def test_broker_sidecar_restart(faults, repeat):
     mesh = faults
-    sc = mesh.sidecars[mesh.brokers[0].pod.name]
+    broker = mesh.brokers[0]
+    sc = mesh.sidecars[broker.pod.name]
+    # Broker 0 leads a partition the producer writes to: its requests cross the restarted sidecar.
+    leaders = spread_leaders(mesh, TOPIC)
     wl = Workload(mesh, "sidecar", seconds=40).start()
     time.sleep(10)
+    filter_log, authorizer_log = LogMark(sc.proc.log), LogMark(broker.authorizer_log)
     t_restart = time.time()
     mesh.restart_sidecars([sc.pod.name], sc.envoy_version, sc.istio_version)
+    sc = mesh.sidecars[broker.pod.name]
     wait_until("our filter back in the restarted sidecar",
                lambda: (prometheus_counter(sc, "kafka_identity_authenticated") or 0) > 0, 120)
     t_back = time.time()
+    # Through the new Envoy, as the producer: the broker behind it authorizes its writes again.
+    assert authorizer_log.wait_for(*authz(PRODUCER, "Allowed", "WRITE", f"Topic:LITERAL:{TOPIC}"), timeout=30), \
+        f"broker {broker.index} (leader of {[p for p, b in leaders.items() if b == broker.index]}) logged no " \
+        f"allowed WRITE of User:{PRODUCER} after its sidecar restarted"
     produced, consumed = wl.wait()
+    # Before the read-back: the clients' reconnections through the new Envoy, authenticated
+    # again there as their own principals.
+    authenticated, failed = (scraped_counter(sc, "kafka_identity_authenticated"),
+                             scraped_counter(sc, "kafka_identity_auth_failed"))
+    principals = check_principals([filter_log])
     back = wl.readback()
     check_nothing_lost(produced, consumed, back)
-    # Clients reconnected through the new Envoy and were authenticated again there.
-    assert (prometheus_counter(sc, "kafka_identity_authenticated") or 0) > 0
-    assert (prometheus_counter(sc, "kafka_identity_auth_failed") or 0) == 0
+    assert authenticated > 0 and failed == 0, (authenticated, failed)
     record(mesh, "broker sidecar restart", {
         "records": produced["sent"], "lost": produced["sent"] - back["unique"], "duplicates": back["duplicates"],
         "sidecar_down_s": round(t_back - t_restart, 1),
         "producer_stall_s": longest_gap(produced["ack_times"], t_restart),
         "consumer_stall_s": longest_gap(consumed["arrivals"], t_restart),
-        "authenticated_on_new_sidecar": prometheus_counter(sc, "kafka_identity_authenticated"),
+        "authenticated_on_new_sidecar": authenticated, "authenticated_principals": principals,
         "client_link_events": len(produced["links"]) + len(consumed["links"])})
 
 
