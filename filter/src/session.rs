@@ -78,6 +78,13 @@ fn reauth_permille(nonce: u64, sequence: u64) -> u64 {
     REAUTH_EARLIEST_PERMILLE + z % (REAUTH_SPREAD_PERMILLE + 1)
 }
 
+/// `permille` per mille of `ms`, in milliseconds: a session of 1.5 s is re-authenticated
+/// after 1.275 to 1.425 s, not after whole seconds of it.
+fn permille_of(ms: u64, permille: u64) -> u64 {
+    let exact = u128::from(ms) * u128::from(permille) / 1000;
+    u64::try_from(exact).unwrap_or(u64::MAX)
+}
+
 /// What the glue found out about the peer on the first downstream data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identification {
@@ -484,7 +491,7 @@ impl Session {
                         self.reauth_at_ms = u64::try_from(lifetime)
                             .ok()
                             .filter(|ms| *ms > 0 && settings.reauthenticate)
-                            .map(|ms| now_ms.saturating_add(ms / 1000 * permille));
+                            .map(|ms| now_ms.saturating_add(permille_of(ms, permille)));
                     }
                 }
                 ResponseStep::ChunkDone => break,

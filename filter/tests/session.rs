@@ -694,3 +694,25 @@ fn reauthentication_points_spread_over_85_to_95_percent_of_the_session() {
     );
     assert_eq!(point(42), point(42));
 }
+
+#[test]
+fn reauthentication_is_planned_in_milliseconds_for_sessions_of_any_length() {
+    // 85-95% of the session, to the millisecond: a session of 1.5 s is not re-authenticated
+    // after 0.85 s (whole seconds of it), nor one under a second at once.
+    for lifetime in [999i64, 1_500, 2_345, 10_001, 59_999, 3_599_085] {
+        for nonce in 0..64u64 {
+            let mut s = Session::new(&settings());
+            s.set_token_nonce(nonce.wrapping_mul(0x9e37_79b9));
+            s.start(&settings(), &producer(), NOW).unwrap();
+            let answers = [handshake_ok(), authenticate(0, None, lifetime)].concat();
+            s.upstream(&settings(), answers.len(), &mut answers.as_slice(), NOW)
+                .unwrap();
+            let after = s.reauthentication_due_at().unwrap() - NOW;
+            let (earliest, latest) = (lifetime as u64 * 850 / 1000, lifetime as u64 * 950 / 1000);
+            assert!(
+                (earliest..=latest).contains(&after),
+                "session of {lifetime} ms re-authenticated after {after} ms"
+            );
+        }
+    }
+}
