@@ -22,6 +22,8 @@ pub struct Opened {
 #[derive(Debug)]
 pub struct Connection {
     session: Session,
+    /// A refusal closed the connection: from then on nothing passes in either direction.
+    refused: bool,
 }
 
 impl Connection {
@@ -29,7 +31,10 @@ impl Connection {
     pub fn new(settings: &SessionSettings, nonce: u64) -> Self {
         let mut session = Session::new(settings);
         session.set_token_nonce(nonce);
-        Self { session }
+        Self {
+            session,
+            refused: false,
+        }
     }
 
     pub fn session(&self) -> &Session {
@@ -46,9 +51,36 @@ impl Connection {
         self.session.set_token_cache(cache);
     }
 
+    /// Whether a refusal closed the connection.
+    pub fn is_refused(&self) -> bool {
+        self.refused
+    }
+
     /// `size` bytes from the client are in `buffer`. On the first call `identify` says who
-    /// the peer is. On a refusal the caller closes the connection.
+    /// the peer is. On a refusal the chunk has been dropped and the caller closes the
+    /// connection; chunks after a refusal are dropped.
     pub fn downstream(
+        &mut self,
+        settings: &SessionSettings,
+        size: usize,
+        buffer: &mut dyn HostBuffer,
+        clock: &mut dyn Clock,
+        identify: impl FnOnce() -> Identification,
+    ) -> Result<Option<Opened>, Refusal> {
+        if self.refused {
+            // Best effort: the connection is closing either way.
+            let _ = splice::discard(buffer, size);
+            return Ok(None);
+        }
+        let result = self.follow_downstream(settings, size, buffer, clock, identify);
+        if result.is_err() {
+            self.refused = true;
+            let _ = splice::discard(buffer, size);
+        }
+        result
+    }
+
+    fn follow_downstream(
         &mut self,
         settings: &SessionSettings,
         size: usize,
@@ -94,7 +126,9 @@ impl Connection {
 
     /// `size` bytes from the broker are in `buffer`. On a refusal the chunk has been
     /// dropped (nothing of a failed authentication reaches the client) and the caller
-    /// closes the connection.
+    /// closes the connection. After a refusal in either direction every chunk from the
+    /// broker is dropped: Envoy flushes what it holds for the client before it closes, and
+    /// hidden SASL answers or the tail of a frame must not be part of it.
     pub fn upstream(
         &mut self,
         settings: &SessionSettings,
@@ -102,8 +136,13 @@ impl Connection {
         buffer: &mut dyn HostBuffer,
         clock: &mut dyn Clock,
     ) -> Result<Option<Authenticated>, Refusal> {
+        if self.refused {
+            let _ = splice::discard(buffer, size);
+            return Ok(None);
+        }
         let result = self.follow_upstream(settings, size, buffer, clock);
         if result.is_err() {
+            self.refused = true;
             // Best effort: the connection is closed either way.
             let _ = splice::discard(buffer, size);
         }

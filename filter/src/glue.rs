@@ -17,6 +17,7 @@ use crate::identity_cache::{self, IdentityCache};
 use crate::latest::{filter_key, Latest};
 use crate::peer::{self, HbonePeer, PeerProperties};
 use crate::session::{Identification, Refusal, RefusalKind};
+use crate::splice;
 use crate::token_cache::{self, TokenCache};
 
 proxy_wasm::main! {{
@@ -470,6 +471,11 @@ impl Stream {
     fn upstream(&mut self, size: usize) -> Result<(), Refusal> {
         let (Some(configured), Some(connection)) = (self.configured.clone(), &mut self.connection)
         else {
+            // Nothing from the broker reaches a client the filter could not vouch for.
+            let _ = splice::discard(&mut EnvoyBuffer::new(BufferType::UpstreamData, size), size);
+            if self.closed {
+                return Ok(());
+            }
             return Err(Refusal::new(
                 RefusalKind::Protocol,
                 "the filter has no configuration",
@@ -534,8 +540,10 @@ impl StreamContext for Stream {
     }
 
     fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        // Never Pause here: Envoy does not implement resuming the upstream direction.
-        if self.closed || data_size == 0 {
+        // Never Pause here: Envoy does not implement resuming the upstream direction. After
+        // a refusal the connection driver drops every chunk: Envoy flushes what the client
+        // has pending before it closes.
+        if data_size == 0 {
             return Action::Continue;
         }
         if let Err(refusal) = self.upstream(data_size) {
