@@ -56,23 +56,24 @@ impl Connection {
         self.refused
     }
 
-    /// `size` bytes from the client are in `buffer`. On the first call `identify` says who
-    /// the peer is. On a refusal the chunk has been dropped and the caller closes the
-    /// connection; chunks after a refusal are dropped.
+    /// `size` bytes from the client are in `buffer`. `identify` says who the peer is under
+    /// the current configuration: asked on the first call and again at each
+    /// re-authentication (see [`Session::downstream`]). On a refusal the chunk has been
+    /// dropped and the caller closes the connection; chunks after a refusal are dropped.
     pub fn downstream(
         &mut self,
         settings: &SessionSettings,
         size: usize,
         buffer: &mut dyn HostBuffer,
         clock: &mut dyn Clock,
-        identify: impl FnOnce() -> Identification,
+        mut identify: impl FnMut() -> Identification,
     ) -> Result<Option<Opened>, Refusal> {
         if self.refused {
             // Best effort: the connection is closing either way.
             let _ = splice::discard(buffer, size);
             return Ok(None);
         }
-        let result = self.follow_downstream(settings, size, buffer, clock, identify);
+        let result = self.follow_downstream(settings, size, buffer, clock, &mut identify);
         if result.is_err() {
             self.refused = true;
             let _ = splice::discard(buffer, size);
@@ -86,7 +87,7 @@ impl Connection {
         size: usize,
         buffer: &mut dyn HostBuffer,
         clock: &mut dyn Clock,
-        identify: impl FnOnce() -> Identification,
+        identify: &mut dyn FnMut() -> Identification,
     ) -> Result<Option<Opened>, Refusal> {
         // A token with iat = 0 would be refused by the broker and a re-authentication
         // planned from time 0 would come at once: without a clock, refuse.
@@ -110,7 +111,9 @@ impl Connection {
                 passed_through,
             });
         }
-        let reauthentication = self.session.downstream(settings, size, buffer, now)?;
+        let reauthentication = self
+            .session
+            .downstream(settings, size, buffer, now, identify)?;
         // The insertion point is an offset in the chunk as it arrived: insert there first,
         // then put the first authentication in front.
         if let Some(injection) = reauthentication {

@@ -121,6 +121,7 @@ struct Metrics {
     rejected_client_sasl: u32,
     protocol_errors: u32,
     passed_through: u32,
+    reidentified_closed: u32,
 }
 
 impl Metrics {
@@ -135,6 +136,7 @@ impl Metrics {
             rejected_client_sasl: counter("rejected_client_sasl")?,
             protocol_errors: counter("protocol_errors")?,
             passed_through: counter("passed_through")?,
+            reidentified_closed: counter("reidentified_closed")?,
         })
     }
 
@@ -149,6 +151,7 @@ impl Metrics {
             RefusalKind::AuthFailed => self.auth_failed,
             RefusalKind::ClientSasl => self.rejected_client_sasl,
             RefusalKind::Protocol | RefusalKind::Host => self.protocol_errors,
+            RefusalKind::Reidentified => self.reidentified_closed,
         }
     }
 }

@@ -102,6 +102,9 @@ pub enum RefusalKind {
     /// The host (Envoy) failed a call the filter cannot do without: a buffer read or
     /// write, the clock.
     Host,
+    /// At a re-authentication the current configuration gives the peer no principal or
+    /// another one (Kafka refuses a change of principal on re-authentication).
+    Reidentified,
 }
 
 impl RefusalKind {
@@ -113,6 +116,7 @@ impl RefusalKind {
             RefusalKind::ClientSasl => "rejected_client_sasl",
             RefusalKind::Protocol => "protocol_error",
             RefusalKind::Host => "host_error",
+            RefusalKind::Reidentified => "reidentified_closed",
         }
     }
 }
@@ -361,12 +365,18 @@ impl Session {
 
     /// A chunk of client bytes: follow request frames, refuse client SASL, and when the
     /// session is due for re-authentication, say where to insert the SASL requests.
+    ///
+    /// `identify` says who the peer is under the current configuration; it is asked at
+    /// each re-authentication, and a peer that no longer maps to the session's principal
+    /// closes the connection (`RefusalKind::Reidentified`) instead of being vouched for
+    /// again under rules that were changed or removed.
     pub fn downstream(
         &mut self,
         settings: &SessionSettings,
         len: usize,
         src: &mut dyn ChunkSource,
         now_ms: u64,
+        identify: &mut dyn FnMut() -> Identification,
     ) -> Result<Option<Injection>, Refusal> {
         match self.phase {
             Phase::New => {
@@ -427,6 +437,7 @@ impl Session {
                             usize::try_from(frame.stream_offset - chunk_start).map_err(|_| {
                                 Refusal::new(RefusalKind::Protocol, "chunk offset overflow")
                             })?;
+                        self.check_identity(&identify())?;
                         let bytes = self.authentication_requests(settings, now_ms)?;
                         self.reauth_in_flight = true;
                         injection = Some(Injection { offset, bytes });
@@ -438,6 +449,34 @@ impl Session {
                 ScanStep::ChunkDone => return Ok(injection),
             }
         }
+    }
+
+    /// The peer, identified again at a re-authentication, must still map to the principal
+    /// the session authenticated: Kafka refuses a change of principal, and a peer the
+    /// current configuration refuses must not be vouched for again.
+    fn check_identity(&self, identification: &Identification) -> Result<(), Refusal> {
+        let why = match identification {
+            Identification::Principal { principal, .. } if *principal == self.principal => {
+                return Ok(())
+            }
+            Identification::Principal {
+                identity,
+                principal,
+            } => format!(
+                "identity {identity:?} maps to principal {principal:?} under the current \
+                 configuration, not {:?}: Kafka refuses a change of principal on \
+                 re-authentication",
+                self.principal
+            ),
+            Identification::NoPrincipal { identity, reason } => format!(
+                "no principal for identity {identity:?} under the current configuration: \
+                 {reason}"
+            ),
+            Identification::NoMtls => {
+                "no client certificate under the current configuration".to_owned()
+            }
+        };
+        Err(Refusal::new(RefusalKind::Reidentified, why))
     }
 
     fn reauth_due(&self, now_ms: u64) -> bool {
