@@ -87,7 +87,7 @@ impl Connection {
         size: usize,
         buffer: &mut dyn HostBuffer,
         clock: &mut dyn Clock,
-        identify: &mut dyn FnMut() -> Identification,
+        identify: &mut impl FnMut() -> Identification,
     ) -> Result<Option<Opened>, Refusal> {
         // A token with iat = 0 would be refused by the broker and a re-authentication
         // planned from time 0 would come at once: without a clock, refuse.

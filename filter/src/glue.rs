@@ -312,10 +312,8 @@ impl RootContext for Root {
         if configured.is_some()
             && LATEST.with(|latest| latest.borrow_mut().connection_opened(self.id))
         {
-            let vm = VM.with(|vm| vm.get().0);
             info!(
-                "kafka-identity: root context {} in VM {vm:x} is current again (Envoy routes \
-                 new connections to its configuration: a revert)",
+                "kafka-identity: root context {} is current again (a revert)",
                 self.ordinal
             );
         }

@@ -32,7 +32,7 @@ pub type RootId = u32;
 
 #[derive(Debug)]
 struct Entry<T> {
-    filter: String,
+    filter: Rc<str>,
     root: RootId,
     /// The counter's value when this root was last published: the highest is current.
     published: u64,
@@ -58,22 +58,15 @@ impl<T> Default for Latest<T> {
 impl<T> Latest<T> {
     /// Root context `root` of `filter` accepted `value`: it is the filter's current
     /// configuration from now on.
-    pub fn configured(&mut self, filter: &str, root: RootId, value: Rc<T>) {
+    pub fn configured(&mut self, filter: &Rc<str>, root: RootId, value: Rc<T>) {
+        self.root_gone(root);
         self.counter += 1;
-        let published = self.counter;
-        match self.entries.iter_mut().find(|e| e.root == root) {
-            Some(entry) => {
-                entry.filter = filter.to_owned();
-                entry.value = value;
-                entry.published = published;
-            }
-            None => self.entries.push(Entry {
-                filter: filter.to_owned(),
-                root,
-                published,
-                value,
-            }),
-        }
+        self.entries.push(Entry {
+            filter: Rc::clone(filter),
+            root,
+            published: self.counter,
+            value,
+        });
     }
 
     /// Root context `root` created a connection, so Envoy hands its configuration to new
@@ -84,17 +77,15 @@ impl<T> Latest<T> {
         let Some(index) = self.entries.iter().position(|e| e.root == root) else {
             return false;
         };
-        let current = self
-            .entries
-            .get(index)
-            .and_then(|entry| self.current_index(&entry.filter));
-        if current == Some(index) {
+        let Some(filter) = self.entries.get(index).map(|e| Rc::clone(&e.filter)) else {
+            return false;
+        };
+        if self.current_index(&filter) == Some(index) {
             return false;
         }
         self.counter += 1;
-        let published = self.counter;
         if let Some(entry) = self.entries.get_mut(index) {
-            entry.published = published;
+            entry.published = self.counter;
         }
         true
     }
@@ -104,9 +95,8 @@ impl<T> Latest<T> {
     /// only serve connections opened before) takes its place; with none left, the filter
     /// is gone.
     pub fn root_gone(&mut self, root: RootId) {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.root != root);
-        if self.entries.len() != before {
+        if let Some(index) = self.entries.iter().position(|e| e.root == root) {
+            self.entries.swap_remove(index);
             self.counter += 1;
         }
     }
@@ -145,12 +135,13 @@ impl<T> Latest<T> {
     }
 
     fn current_index(&self, filter: &str) -> Option<usize> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.filter == filter)
-            .max_by_key(|(_, e)| e.published)
-            .map(|(i, _)| i)
+        let mut best: Option<(usize, u64)> = None;
+        for (i, e) in self.entries.iter().enumerate() {
+            if *e.filter == *filter && best.is_none_or(|(_, p)| e.published > p) {
+                best = Some((i, e.published));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 }
 
@@ -166,8 +157,8 @@ mod tests {
     #[test]
     fn the_newest_configuration_of_each_filter_wins() {
         let mut latest = Latest::default();
-        let a = filter_key("kafka_identity", "kafka_identity");
-        let b = filter_key("other", "kafka_identity");
+        let a: Rc<str> = filter_key("kafka_identity", "kafka_identity").into();
+        let b: Rc<str> = filter_key("other", "kafka_identity").into();
         assert!(latest.current(&a).is_none());
         latest.configured(&a, 1, Rc::new("old key"));
         latest.configured(&b, 2, Rc::new("another listener's key"));
@@ -183,7 +174,7 @@ mod tests {
         // C1 -> C2 -> C1: Envoy hands back C1's live plugin without configuring it; the
         // only sign is that C1's root creates the next connection.
         let mut latest = Latest::default();
-        let f = filter_key("kafka_identity", "kafka_identity");
+        let f: Rc<str> = filter_key("kafka_identity", "kafka_identity").into();
         latest.configured(&f, 1, Rc::new("C1"));
         assert!(!latest.connection_opened(1), "already current");
         latest.configured(&f, 2, Rc::new("C2"));
@@ -202,7 +193,7 @@ mod tests {
     #[test]
     fn connections_look_again_only_when_something_changed() {
         let mut latest = Latest::default();
-        let f = filter_key("kafka_identity", "kafka_identity");
+        let f: Rc<str> = filter_key("kafka_identity", "kafka_identity").into();
         latest.configured(&f, 1, Rc::new("C1"));
         let mut seen = 0;
         assert_eq!(*latest.changed_since(&f, &mut seen).unwrap(), "C1");
@@ -221,8 +212,8 @@ mod tests {
     #[test]
     fn roots_that_are_gone_leave_the_table() {
         let mut latest = Latest::default();
-        let f = filter_key("kafka_identity", "kafka_identity");
-        let g = filter_key("renamed", "kafka_identity");
+        let f: Rc<str> = filter_key("kafka_identity", "kafka_identity").into();
+        let g: Rc<str> = filter_key("renamed", "kafka_identity").into();
         let c1 = Rc::new("C1");
         latest.configured(&f, 1, Rc::clone(&c1));
         latest.configured(&f, 2, Rc::new("C2"));

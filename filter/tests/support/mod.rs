@@ -30,8 +30,8 @@ pub const NOW: u64 = 1_700_000_000_000;
 /// after each authentication.
 pub const SESSION_MS: i64 = 10_000;
 
-pub fn filter() -> String {
-    filter_key("kafka_identity", "kafka_identity")
+pub fn filter() -> Rc<str> {
+    filter_key("kafka_identity", "kafka_identity").into()
 }
 
 /// A connection buffer as Envoy's `proxy_set_buffer_bytes` treats it: start 0 drains and
