@@ -211,7 +211,7 @@ pub struct Session {
     /// Makes signed tokens' `jti` unique across connections; seeds the re-authentication
     /// point.
     token_nonce: u64,
-    /// Where tokens come from when set: the newest configuration the VM received, so a
+    /// Where tokens come from when set: the current configuration of the filter, so a
     /// re-authentication on a long-lived connection uses the current signing key.
     issuer: Option<Rc<TokenIssuer>>,
     /// Reuses the requests of the same principal across the VM's connections (set together
@@ -258,7 +258,7 @@ impl Session {
     }
 
     /// Tokens for every (re-)authentication from now on come from `issuer` instead of the
-    /// settings' own: the glue hands in the newest configuration's issuer before each
+    /// settings' own: the glue hands in the current configuration's issuer before each
     /// chunk, so key rotation reaches connections opened before it.
     pub fn set_token_issuer(&mut self, issuer: Rc<TokenIssuer>) {
         self.issuer = Some(issuer);
