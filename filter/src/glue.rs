@@ -190,7 +190,10 @@ impl RootContext for Root {
         if id == 0 {
             id = abi::now_ms().unwrap_or(1).max(1);
             // Once per VM: which release this is (the workspace version, as the CLI says).
-            info!("kafka-identity: version {} in VM {id:x}", env!("CARGO_PKG_VERSION"));
+            info!(
+                "kafka-identity: version {} in VM {id:x}",
+                env!("CARGO_PKG_VERSION")
+            );
         }
         VM.with(|vm| vm.set((id, roots + 1)));
         info!("kafka-identity: root context {} in VM {id:x}", roots + 1);
