@@ -141,8 +141,10 @@ deploy-check: setup wasm cli
 	.tools/venv/bin/python -m pytest -q -p no:cacheprovider deploy/tests
 
 # The mesh on this machine, in network namespaces of its own (root; see e2e/mesh/README.md).
+# install-deploy-tools: helm, for the pass that installs the chart (a no-op after deploy-check).
 e2e-mesh: setup wasm
 	scripts/install-mesh
+	scripts/install-deploy-tools
 	e2e/mesh/run
 
 FAULT_REPEATS ?= 5
