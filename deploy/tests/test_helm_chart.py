@@ -299,3 +299,21 @@ def test_schema_refuses_bad_values_naming_the_field(args, field):
     assert r.returncode != 0, f"helm template {args} was accepted:\n{r.stdout[:2000]}"
     assert "values don't meet the specifications of the schema" in r.stderr, r.stderr
     assert field in r.stderr, f"the refusal of {args} does not name {field}:\n{r.stderr}"
+
+
+def test_notes_print_the_broker_patches_of_deploy_istio_broker():
+    """What the chart cannot own, it prints: for file:// and signing, the StatefulSet patch is
+    deploy/istio/broker's two patches together (the ConfigMap volume, both key slots)."""
+    r = run([HELM, "install", RELEASE, CHART, "--namespace", NAMESPACE, "--dry-run=client",
+             "-f", os.path.join(EXAMPLES, "wasmplugin-file.yaml"),
+             "--set", "signing.enabled=true", "--set", "signing.keyId=2026-11"])
+    assert r.returncode == 0, r.stderr
+    notes = r.stdout.split("NOTES:", 1)[1]
+    block = re.search(r"^spec:\n(?:[ ].*\n)+", notes, re.M)
+    assert block, notes
+    got = yaml.safe_load(block.group(0))
+    patches = [yaml.safe_load(open(os.path.join(ROOT, "deploy/istio/broker", f), encoding="utf-8"))
+               for f in ("wasm-file-volume.patch.yaml", "signing-keys.patch.yaml")]
+    want = {"template": {"metadata": patches[0]["spec"]["template"]["metadata"],
+                         "spec": {**patches[0]["spec"]["template"]["spec"], **patches[1]["spec"]["template"]["spec"]}}}
+    assert got == {"spec": want}, (got, want)
