@@ -227,6 +227,11 @@ impl RootContext for Root {
         let (mut id, roots) = VM.with(|vm| vm.get());
         if id == 0 {
             id = abi::now_ms().unwrap_or(1).max(1);
+            // Once per VM: which release this is (the workspace version, as the CLI says).
+            info!(
+                "kafka-identity: version {} in VM {id:x}",
+                env!("CARGO_PKG_VERSION")
+            );
         }
         VM.with(|vm| vm.set((id, roots + 1)));
         self.ordinal = roots + 1;
