@@ -16,6 +16,7 @@ mod java_dn;
 mod java_regex;
 mod kafka_rules;
 mod mapper;
+mod matcher;
 mod peer;
 mod pem;
 mod principal;
