@@ -14,7 +14,7 @@
 //! backslash, a group that does not exist); the rules are refused up front instead.
 
 use crate::java_regex::{self, RegexError};
-use regex::{Regex, RegexBuilder};
+use crate::matcher::{Matcher, DEFAULT_SIZE_LIMIT};
 use std::fmt;
 
 /// Java's `\s` is ASCII whitespace and `.` stops at line terminators other than `\n`.
@@ -38,8 +38,8 @@ enum Rule {
 #[derive(Debug, Clone)]
 struct PatternRule {
     source: String,
-    whole: Regex,
-    find: Regex,
+    whole: Matcher,
+    find: Matcher,
     replacement: Vec<Piece>,
     case: Case,
 }
@@ -205,8 +205,8 @@ impl KafkaRules {
         // Java's String.trim() strips every character up to U+0020.
         let trimmed = rules.trim_matches(|c: char| c <= ' ');
         let mut parsed = Vec::new();
-        for captures in splitter.captures_iter(trimmed) {
-            let rule = captures.get(1).map_or("", |m| m.as_str());
+        for captures in splitter.captures_all(trimmed) {
+            let rule = captures.get(1).unwrap_or_default();
             if let Some(rule) = parse_rule(&parser, rule)? {
                 parsed.push(rule);
             }
@@ -253,22 +253,22 @@ fn rule_pattern() -> String {
     )
 }
 
-fn kafka_regex(pattern: &str) -> Result<Regex, RuleError> {
-    Regex::new(pattern).map_err(|e| RuleError {
+fn kafka_regex(pattern: &str) -> Result<Matcher, RuleError> {
+    Matcher::new(pattern, DEFAULT_SIZE_LIMIT).map_err(|e| RuleError {
         rule: String::new(),
-        reason: RuleProblem::Grammar(e.to_string()),
+        reason: RuleProblem::Grammar(e),
     })
 }
 
-fn parse_rule(parser: &Regex, rule: &str) -> Result<Option<Rule>, RuleError> {
+fn parse_rule(parser: &Matcher, rule: &str) -> Result<Option<Rule>, RuleError> {
     let error = |reason: RuleProblem| RuleError {
         rule: rule.to_string(),
         reason,
     };
     let captures = parser
-        .captures(rule)
+        .captures_at(rule, 0)
         .ok_or_else(|| error(RuleProblem::Invalid))?;
-    let end = captures.get(0).map_or(0, |m| m.end());
+    let end = captures.range(0).map_or(0, |(_, end)| end);
     if end != rule.len() {
         let rest = rule.get(end..).unwrap_or_default().to_owned();
         return Err(error(RuleProblem::Unmatched { rest }));
@@ -280,38 +280,34 @@ fn parse_rule(parser: &Regex, rule: &str) -> Result<Option<Rule>, RuleError> {
         // Kafka ignores empty rules (e.g. from ",,").
         return Ok(None);
     };
-    let case = match captures.get(6).map(|m| m.as_str()) {
+    let case = match captures.get(6) {
         Some("L") => Case::Lower,
         Some("U") => Case::Upper,
         _ => Case::Keep,
     };
-    let translated = java_regex::translate(pattern.as_str()).map_err(|e| {
+    let translated = java_regex::translate(pattern).map_err(|e| {
         error(RuleProblem::Pattern {
-            pattern: pattern.as_str().to_owned(),
+            pattern: pattern.to_owned(),
             error: e,
         })
     })?;
     let build = |p: &str| {
-        RegexBuilder::new(p)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|e| {
-                error(RuleProblem::Compile {
-                    pattern: pattern.as_str().to_owned(),
-                    error: e.to_string(),
-                })
+        Matcher::new(p, REGEX_SIZE_LIMIT).map_err(|e| {
+            error(RuleProblem::Compile {
+                pattern: pattern.to_owned(),
+                error: e,
             })
+        })
     };
     let find = build(&translated)?;
     let whole = build(&format!(r"\A(?:{translated})\z"))?;
     let group_count = find.captures_len().saturating_sub(1);
-    let names: Vec<Option<&str>> = find.capture_names().collect();
-    let pieces = escape_literal_back_references(replacement.as_str(), group_count)
+    let names = find.capture_names();
+    let pieces = escape_literal_back_references(replacement, group_count)
         .and_then(|escaped| parse_replacement(&escaped, group_count, &names))
         .map_err(|e| {
             error(RuleProblem::Replacement {
-                replacement: replacement.as_str().to_owned(),
+                replacement: replacement.to_owned(),
                 error: e,
             })
         })?;
@@ -352,27 +348,27 @@ impl PatternRule {
             let Some(captures) = self.find.captures_at(dn, search_from) else {
                 break;
             };
-            let Some(whole) = captures.get(0) else {
+            let Some((start, end)) = captures.range(0) else {
                 break;
             };
-            out.push_str(dn.get(appended..whole.start()).unwrap_or_default());
+            out.push_str(dn.get(appended..start).unwrap_or_default());
             for piece in &self.replacement {
                 match piece {
                     Piece::Literal(text) => out.push_str(text),
                     Piece::Group(n) => {
-                        out.push_str(captures.get(*n).map_or("", |m| m.as_str()));
+                        out.push_str(captures.get(*n).unwrap_or_default());
                     }
                 }
             }
-            appended = whole.end();
-            search_from = if whole.is_empty() {
-                let next = dn.get(whole.end()..).and_then(|rest| rest.chars().next());
+            appended = end;
+            search_from = if start == end {
+                let next = dn.get(end..).and_then(|rest| rest.chars().next());
                 if next.is_some_and(|c| c.len_utf16() == 2) {
                     return None;
                 }
-                whole.end() + next.map_or(1, char::len_utf8)
+                end + next.map_or(1, char::len_utf8)
             } else {
-                whole.end()
+                end
             };
         }
         out.push_str(dn.get(appended..).unwrap_or_default());

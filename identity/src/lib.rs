@@ -17,6 +17,7 @@ mod java_regex;
 mod json_path;
 mod kafka_rules;
 mod mapper;
+mod matcher;
 mod peer;
 mod pem;
 mod principal;
