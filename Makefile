@@ -19,8 +19,11 @@ SOAK_MINUTES ?= 30
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
-	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, e2e (Kafka 4.4.0 + 3.9.2), deploy-check"
+	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, e2e (Kafka 4.4.0 + 3.9.2), deploy-check, the mesh (root)"
+	@echo "make help        this list"
 	@echo "make wasm        build $(WASM)"
+	@echo "make e2e         the end-to-end suite on the local stack (part of make test)"
+	@echo "make e2e-kafka-3.9 the end-to-end suite on Kafka $(KAFKA_TEST_VERSION) (part of make test)"
 	@echo "make stack-up    start Kafka + Envoy + filter on loopback (writes e2e/.state/stack.env)"
 	@echo "make stack-down  stop what stack-up started"
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
@@ -42,9 +45,11 @@ help:
 setup:
 	scripts/install-deps --kafka-versions "$(KAFKA_TEST_VERSION)"
 
-# The .wasm target only (idempotent, seconds): what `make wasm` needs on a fresh clone.
+# What `make wasm` needs on a fresh clone (idempotent, seconds when there): the .wasm target and
+# the pinned wasm-opt, whose version decides the .wasm's bytes.
 rust-target:
 	rustup target add $(WASM_TARGET)
+	scripts/install-deps --only-wasm-opt
 
 # Dependencies' panic locations name their source files by absolute path, the builder's cargo
 # home included (~150 of them, ~10 KB): mapped to the crate's own directory, the .wasm is
@@ -97,7 +102,7 @@ stack-up: setup wasm
 stack-down:
 	e2e/local/stack-down
 
-e2e-matrix: setup wasm
+e2e-matrix: setup wasm cli
 	scripts/install-deps --envoy-versions "$(ENVOY_MATRIX)"
 	e2e/run-matrix $(ENVOY_MATRIX)
 
