@@ -15,7 +15,7 @@ KAFKA_MATRIX ?= 3.9.2 4.0.2 4.4.0
 KAFKA_TEST_VERSION ?= 3.9.2
 SOAK_MINUTES ?= 30
 
-.PHONY: help setup rust-target wasm cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
+.PHONY: help setup prebuild-tools rust-target wasm cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -91,7 +91,12 @@ PROXY_ONLY_TESTS := test_connections_at_scale.py test_hostile_streams.py test_so
 e2e-kafka-3.9: setup wasm cli
 	KAFKA_IDENTITY_KAFKA_VERSION=$(KAFKA_TEST_VERSION) e2e/run $(addprefix --ignore=e2e/tests/,$(PROXY_ONLY_TESTS))
 
-test: setup lint unit wasm cli reproducible e2e e2e-kafka-3.9 deploy-check e2e-mesh
+# prebuild-tools: deploy-check's and the mesh's Go builds start in the background, at the lowest
+# priority, and compile while the e2e suites mostly wait (a no-op when they are installed).
+test: setup prebuild-tools lint unit wasm cli reproducible e2e e2e-kafka-3.9 deploy-check e2e-mesh
+
+prebuild-tools:
+	scripts/prebuild-tools
 
 demo: setup wasm
 	e2e/demo
