@@ -25,7 +25,6 @@
 //! filter share them (Envoy's ECDS resource name, Istio's WasmPlugin name), two filters
 //! with different configurations in one VM need different plugin names.
 
-
 /// A root context, as the host numbers them (proxy-wasm's context id; the native module
 /// numbers its filter configurations itself).
 pub type RootId = u32;

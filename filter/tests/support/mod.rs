@@ -1,7 +1,7 @@
 //! What the configuration tests share: a broker that answers every request, Envoy's buffer
 //! semantics, configurations as the glue keeps them, and a client whose connection follows
 //! its filter's current configuration in a [`Latest`] table exactly as the glue's stream
-//! context does (`glue.rs` `Stream::downstream`).
+//! context does (`wasm/glue.rs` `Stream::downstream`).
 #![allow(dead_code)] // each test crate uses a part
 
 use std::ops::Range;
@@ -183,7 +183,7 @@ pub fn signed_config(kid: &str, extra: &str) -> String {
     )
 }
 
-/// A configuration and its caches, as the glue keeps them (`glue.rs` `Configured`).
+/// A configuration and its caches, as the glue keeps them (`wasm/glue.rs` `Configured`).
 pub struct Configured {
     pub config: FilterConfig,
     pub cache: Rc<TokenCache>,
