@@ -15,12 +15,14 @@ KAFKA_MATRIX ?= 3.9.2 4.0.2 4.4.0
 KAFKA_TEST_VERSION ?= 3.9.2
 SOAK_MINUTES ?= 30
 
-.PHONY: help setup rust-target wasm cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
+.PHONY: help setup rust-target wasm native native-smoke cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
 	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, e2e (Kafka 4.4.0 + 3.9.2), deploy-check"
 	@echo "make wasm        build $(WASM)"
+	@echo "make native      build the Envoy dynamic module $(NATIVE) (Envoy 1.40, ABI v0.2.0)"
+	@echo "make native-smoke load it into Envoy $(NATIVE_ENVOY) in front of a broker (e2e lock)"
 	@echo "make stack-up    start Kafka + Envoy + filter on loopback (writes e2e/.state/stack.env)"
 	@echo "make stack-down  stop what stack-up started"
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
@@ -61,6 +63,19 @@ wasm: rust-target
 	RUSTFLAGS="$(WASM_RUSTFLAGS)" $(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter
 	scripts/optimize-wasm target/$(WASM_TARGET)/release/deps/kafka_identity_filter.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+
+# The same filter as an Envoy dynamic module (native/, issue 22): a shared library Envoy loads
+# with dlopen. Profile `native`: release, optimized for speed, panics unwind to the hooks that
+# catch them. Not yet part of `make test`.
+NATIVE := target/native/libkafka_identity_native.so
+NATIVE_ENVOY ?= 1.40.0
+native:
+	$(CARGO) build -j $(CARGO_JOBS) --profile native -p kafka-identity-native
+	@echo "built $(NATIVE): $$(stat -c %s $(NATIVE)) bytes"
+
+# The module in the stock Envoy $(NATIVE_ENVOY) in front of a real broker (e2e/native-smoke).
+native-smoke: setup native cli
+	e2e/native-smoke
 
 lint: setup
 	$(CARGO) fmt --all --check
