@@ -4,7 +4,8 @@ One Envoy on ephemeral ports loads the dynamic module in front of a TCP server t
 what reaches the "broker". Checks, each against what Envoy and that server saw:
   1. an mTLS client with a workload certificate: the broker gets SaslHandshake and
      SaslAuthenticate (a token whose sub is the client's SPIFFE ID) in front of the client's
-     own first request; `authenticated` is not counted yet (no broker answer), `connections` is;
+     own first request; the broker's SASL answers are hidden from the client, which gets
+     exactly the answer to its own request; `authenticated` counted, the line logged;
   2. a TLS client without a certificate: refused, nothing reaches the broker,
      `rejected_no_identity` counted, the refusal logged;
   3. with --panic-module (a `--features panic-test` build): a client sending PANIC! makes the
@@ -52,8 +53,33 @@ def frames(stream):
     return out
 
 
+def answer(request):
+    """What a broker that accepts the filter's SASL would answer to `request` (a whole
+    frame): SaslHandshake v1 (OAUTHBEARER), SaslAuthenticate v0-v2 (a 60 s session), and for
+    anything else a frame with the request's correlation id and the body CLIENT-ANSWER."""
+    key, version, corr = struct.unpack(">hhi", request[4:12])
+    if key == SASL_HANDSHAKE:
+        body = struct.pack(">ih", corr, 0) + struct.pack(">i", 1)
+        body += struct.pack(">h", 11) + b"OAUTHBEARER"
+    elif key == SASL_AUTHENTICATE and version >= 2:
+        # Flexible: response header v1 (tagged fields), compact null message, compact empty bytes.
+        body = struct.pack(">i", corr) + b"\x00" + struct.pack(">h", 0) + b"\x00" + b"\x01"
+        body += struct.pack(">q", 60_000) + b"\x00"
+    elif key == SASL_AUTHENTICATE:
+        body = struct.pack(">ihhi", corr, 0, -1, 0)
+        if version >= 1:
+            body += struct.pack(">q", 60_000)
+    else:
+        body = struct.pack(">i", corr) + CLIENT_ANSWER
+    return struct.pack(">i", len(body)) + body
+
+
+CLIENT_ANSWER = b"CLIENT-ANSWER"
+
+
 class Recorder:
-    """The 'broker': accepts connections and keeps what each one sent."""
+    """The 'broker': accepts connections, keeps what each one sent and answers each request
+    (see `answer`)."""
 
     def __init__(self):
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -74,6 +100,7 @@ class Recorder:
             threading.Thread(target=self._read, args=(conn, record), daemon=True).start()
 
     def _read(self, conn, record):
+        answered = 0
         with conn:
             while True:
                 try:
@@ -84,6 +111,10 @@ class Recorder:
                     return
                 with self.lock:
                     record.extend(data)
+                    requests = frames(bytes(record))
+                for _, frame in requests[answered:]:
+                    conn.sendall(answer(frame))
+                answered = len(requests)
 
     def received(self):
         with self.lock:
@@ -191,21 +222,28 @@ class Envoy:
 
 
 def connect(port, certs, ca, client_cert, first_bytes):
-    """A TLS client: sends `first_bytes`, then reads until Envoy closes or 1 s passes."""
+    """A TLS client: sends `first_bytes`, then reads until Envoy closes, the broker's answer
+    to the client's request is in, or 2 s pass. Returns what it got (b"" when closed)."""
     ctx = ssl.create_default_context(cafile=ca)
     ctx.check_hostname = False
     if client_cert:
         ctx.load_cert_chain(f"{certs}/{client_cert}.crt", f"{certs}/{client_cert}.key")
+    got = b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with ctx.wrap_socket(raw) as tls:
             tls.sendall(first_bytes)
-            tls.settimeout(1)
-            try:
-                return tls.recv(100)
-            except (TimeoutError, socket.timeout):
-                return None
-            except OSError:
-                return b""
+            tls.settimeout(2)
+            while CLIENT_ANSWER not in got:
+                try:
+                    data = tls.recv(4096)
+                except (TimeoutError, socket.timeout):
+                    break
+                except OSError:
+                    return got
+                if not data:
+                    return got
+                got += data
+    return got
 
 
 def token_sub(stream):
@@ -245,7 +283,8 @@ def main():
 
     def producer_is_injected(envoy, broker):
         before = len(broker.received())
-        connect(envoy.port, certs, ca, "apps.producer", api_versions_request())
+        authenticated = envoy.counter("authenticated")
+        got = connect(envoy.port, certs, ca, "apps.producer", api_versions_request())
         wait_for(lambda: len(broker.received()) > before
                  and len(frames(broker.received()[-1])) >= 3)
         sent = broker.received()[-1] if len(broker.received()) > before else b""
@@ -255,6 +294,13 @@ def main():
                                                              API_VERSIONS])
         check(f"the injected token's sub is the client's SPIFFE ID ({token_sub(sent)})",
               token_sub(sent) == PRODUCER)
+        expected = answer(api_versions_request())
+        check(f"the client got exactly the broker's answer to its request, the SASL answers "
+              f"hidden ({got!r})", got == expected)
+        check("authenticated counted",
+              wait_for(lambda: envoy.counter("authenticated") == authenticated + 1))
+        check("the authentication was logged with the principal", wait_for(lambda: envoy.logged(
+            f"principal={PRODUCER} token=unsecured outcome=authenticated session_lifetime_ms=60000")))
 
     broker = Recorder()
     config = {"stat_prefix": "kafka_identity"}
@@ -265,7 +311,8 @@ def main():
         check("connections counted", wait_for(lambda: envoy.counter("connections") == 1))
         before = len(broker.received())
         got = connect(envoy.port, certs, ca, None, api_versions_request())
-        check("TLS client without a certificate: closed by Envoy", got == b"")
+        check(f"TLS client without a certificate: closed by Envoy, got nothing ({got!r})",
+              got == b"")
         check("rejected_no_identity counted",
               wait_for(lambda: envoy.counter("rejected_no_identity") == 1))
         check("nothing of it reached the broker",
