@@ -15,7 +15,7 @@ KAFKA_MATRIX ?= 3.9.2 4.0.2 4.4.0
 KAFKA_TEST_VERSION ?= 3.9.2
 SOAK_MINUTES ?= 30
 
-.PHONY: help setup prebuild-tools rust-target wasm cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
+.PHONY: help setup prebuild-tools rust-target wasm native native-panic-test native-probe native-smoke cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -24,6 +24,9 @@ help:
 	@echo "make wasm        build $(WASM)"
 	@echo "make e2e         the end-to-end suite on the local stack (part of make test)"
 	@echo "make e2e-kafka-3.9 the end-to-end suite on Kafka $(KAFKA_TEST_VERSION) (part of make test)"
+	@echo "make native      build the Envoy dynamic module $(NATIVE) (Envoy 1.40, ABI v0.2.0)"
+	@echo "make native-probe the module in Envoy $(NATIVE_ENVOY) on ephemeral ports: injection, refusal, a caught panic"
+	@echo "make native-smoke the module in Envoy $(NATIVE_ENVOY) in front of the local stack's broker (fixed ports)"
 	@echo "make stack-up    start Kafka + Envoy + filter on loopback (writes e2e/.state/stack.env)"
 	@echo "make stack-down  stop what stack-up started"
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
@@ -66,6 +69,32 @@ wasm: rust-target
 	RUSTFLAGS="$(WASM_RUSTFLAGS)" $(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter
 	scripts/optimize-wasm target/$(WASM_TARGET)/release/deps/kafka_identity_filter.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+
+# The same filter as an Envoy dynamic module (native/, issue 22): a shared library Envoy loads
+# with dlopen. Profile `native`: release, optimized for speed, panics unwind to the hooks that
+# catch them. Not yet part of `make test`.
+NATIVE := target/native/libkafka_identity_native.so
+NATIVE_ENVOY ?= 1.40.0
+native:
+	$(CARGO) build -j $(CARGO_JOBS) --profile native -p kafka-identity-native
+	@echo "built $(NATIVE): $$(stat -c %s $(NATIVE)) bytes"
+
+# A build whose read hook panics on PANIC! (never shipped), in its own target directory so
+# that it cannot be mistaken for $(NATIVE).
+NATIVE_PANIC := target/native-panic-test/native/libkafka_identity_native.so
+native-panic-test:
+	$(CARGO) build -j $(CARGO_JOBS) --profile native -p kafka-identity-native --features panic-test --target-dir target/native-panic-test
+
+# One Envoy $(NATIVE_ENVOY) on ephemeral ports in front of a recording server (no Kafka, no
+# fixed ports): identity injected, a refusal, a panic caught (e2e/native_probe.py).
+native-probe: setup native native-panic-test
+	.tools/venv/bin/python e2e/native_probe.py --envoy .tools/envoy/$(NATIVE_ENVOY)/envoy \
+	  --module $(NATIVE) --panic-module $(NATIVE_PANIC) --state target/native-probe
+
+# The module in Envoy $(NATIVE_ENVOY) in front of the local stack's real broker (e2e/native-smoke;
+# fixed ports: one at a time on a shared machine).
+native-smoke: setup native native-panic-test
+	KAFKA_IDENTITY_NATIVE_PANIC=$(NATIVE_PANIC) e2e/native-smoke
 
 lint: setup
 	$(CARGO) fmt --all --check

@@ -127,6 +127,38 @@ impl Connection {
         Ok(opened)
     }
 
+    /// No data event: a host timer fired at the re-authentication deadline. The bytes to
+    /// inject towards the broker now, if a re-authentication is due and the client's stream
+    /// is between requests (see [`Session::reauthenticate_between_requests`]). On a refusal
+    /// the caller closes the connection.
+    pub fn due(
+        &mut self,
+        settings: &SessionSettings,
+        clock: &mut dyn Clock,
+        mut identify: impl FnMut() -> Identification,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        if self.refused {
+            return Ok(None);
+        }
+        let result = clock
+            .now_ms()
+            .map_err(|e| Refusal::host("cannot read the clock", e))
+            .and_then(|now| {
+                self.session
+                    .reauthenticate_between_requests(settings, now, &mut identify)
+            });
+        if result.is_err() {
+            self.refused = true;
+        }
+        result
+    }
+
+    /// Marks the connection refused from outside (a panic in the host's glue): from then on
+    /// every chunk in either direction is dropped.
+    pub fn refuse(&mut self) {
+        self.refused = true;
+    }
+
     /// `size` bytes from the broker are in `buffer`. On a refusal the chunk has been
     /// dropped (nothing of a failed authentication reaches the client) and the caller
     /// closes the connection. After a refusal in either direction every chunk from the

@@ -61,3 +61,51 @@ pub trait Clock {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&mut self) -> Result<u64, HostError>;
 }
+
+/// Exactly the bytes of `range` from a buffer held as a list of chunks (Envoy's raw slices,
+/// as the native module sees its buffers), or an error when the chunks hold fewer.
+pub fn read_chunks(chunks: &[&[u8]], range: Range<usize>) -> Result<Vec<u8>, HostError> {
+    let wanted = range.len();
+    let mut out = Vec::with_capacity(wanted);
+    let mut offset = 0usize;
+    for chunk in chunks {
+        let end = offset.saturating_add(chunk.len());
+        if end > range.start && offset < range.end {
+            let from = range.start.saturating_sub(offset);
+            let to = range.end.min(end) - offset;
+            if let Some(part) = chunk.get(from..to) {
+                out.extend_from_slice(part);
+            }
+        }
+        offset = end;
+        if offset >= range.end {
+            break;
+        }
+    }
+    if out.len() == wanted {
+        Ok(out)
+    } else {
+        Err(HostError::ShortRead {
+            wanted,
+            got: out.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_read_across_chunk_borders() {
+        let chunks: [&[u8]; 3] = [b"abc", b"", b"defgh"];
+        assert_eq!(read_chunks(&chunks, 0..8).unwrap(), b"abcdefgh");
+        assert_eq!(read_chunks(&chunks, 2..5).unwrap(), b"cde");
+        assert_eq!(read_chunks(&chunks, 3..3).unwrap(), b"");
+        assert_eq!(read_chunks(&chunks, 7..8).unwrap(), b"h");
+        assert_eq!(
+            read_chunks(&chunks, 6..10),
+            Err(HostError::ShortRead { wanted: 4, got: 2 })
+        );
+    }
+}

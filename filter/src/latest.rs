@@ -25,28 +25,29 @@
 //! filter share them (Envoy's ECDS resource name, Istio's WasmPlugin name), two filters
 //! with different configurations in one VM need different plugin names.
 
-use std::rc::Rc;
-
-/// A root context, as the host numbers them (proxy-wasm's context id).
+/// A root context, as the host numbers them (proxy-wasm's context id; the native module
+/// numbers its filter configurations itself).
 pub type RootId = u32;
 
 #[derive(Debug)]
-struct Entry<T> {
-    filter: Rc<str>,
+struct Entry<P> {
+    filter: Box<str>,
     root: RootId,
     /// The counter's value when this root was last published: the highest is current.
     published: u64,
-    value: Rc<T>,
+    value: P,
 }
 
+/// `P` is a shared configuration: `Rc<_>` in a Wasm VM (one thread), `Arc<_>` in the native
+/// module, whose table Envoy's main thread and its workers share.
 #[derive(Debug)]
-pub struct Latest<T> {
-    entries: Vec<Entry<T>>,
+pub struct Latest<P> {
+    entries: Vec<Entry<P>>,
     /// Counts publications and removals; see [`Latest::version`].
     counter: u64,
 }
 
-impl<T> Default for Latest<T> {
+impl<P> Default for Latest<P> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
@@ -55,14 +56,14 @@ impl<T> Default for Latest<T> {
     }
 }
 
-impl<T> Latest<T> {
+impl<P: Clone> Latest<P> {
     /// Root context `root` of `filter` accepted `value`: it is the filter's current
     /// configuration from now on.
-    pub fn configured(&mut self, filter: &Rc<str>, root: RootId, value: Rc<T>) {
+    pub fn configured(&mut self, filter: &str, root: RootId, value: P) {
         self.root_gone(root);
         self.counter += 1;
         self.entries.push(Entry {
-            filter: Rc::clone(filter),
+            filter: filter.into(),
             root,
             published: self.counter,
             value,
@@ -77,7 +78,7 @@ impl<T> Latest<T> {
         let Some(index) = self.entries.iter().position(|e| e.root == root) else {
             return false;
         };
-        let Some(filter) = self.entries.get(index).map(|e| Rc::clone(&e.filter)) else {
+        let Some(filter) = self.entries.get(index).map(|e| e.filter.clone()) else {
             return false;
         };
         if self.current_index(&filter) == Some(index) {
@@ -102,17 +103,17 @@ impl<T> Latest<T> {
     }
 
     /// The current configuration of `filter`, if one was published.
-    pub fn current(&self, filter: &str) -> Option<Rc<T>> {
+    pub fn current(&self, filter: &str) -> Option<P> {
         self.current_index(filter)
             .and_then(|i| self.entries.get(i))
-            .map(|e| Rc::clone(&e.value))
+            .map(|e| e.value.clone())
     }
 
     /// The current configuration of `filter` if the table changed since `*seen`, the value
     /// of [`Latest::version`] the caller last looked at (start with 0); `*seen` is brought
     /// up to date. Connections call it on every chunk: when nothing changed it costs one
     /// comparison.
-    pub fn changed_since(&self, filter: &str, seen: &mut u64) -> Option<Rc<T>> {
+    pub fn changed_since(&self, filter: &str, seen: &mut u64) -> Option<P> {
         if *seen == self.counter {
             return None;
         }
@@ -153,6 +154,7 @@ pub fn filter_key(plugin_name: &str, root_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     #[test]
     fn the_newest_configuration_of_each_filter_wins() {

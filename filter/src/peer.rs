@@ -18,6 +18,9 @@ pub struct PeerProperties {
     pub filter_state_pem: Option<Vec<u8>>,
     /// `connection.uri_san_peer_certificate`: only the first URI SAN.
     pub uri_san: Option<String>,
+    /// Every URI SAN, where the host has them (the native module's TLS callbacks); when set,
+    /// used instead of `uri_san`.
+    pub uri_sans: Option<Vec<String>>,
     /// `connection.subject_peer_certificate`.
     pub subject: Option<String>,
 }
@@ -31,6 +34,11 @@ pub fn identify(mapper: &PrincipalMapper, props: &PeerProperties) -> Identificat
         PeerIdentity::from_pem(pem)
     } else if let Some(encoded) = &props.filter_state_pem {
         PeerIdentity::from_url_encoded_pem(encoded)
+    } else if let Some(uri_sans) = &props.uri_sans {
+        Ok(PeerIdentity::from_tls_strings(
+            uri_sans.clone(),
+            props.subject.as_deref(),
+        ))
     } else {
         Ok(PeerIdentity::from_envoy_strings(
             props.uri_san.as_deref(),

@@ -453,6 +453,26 @@ impl Session {
         }
     }
 
+    /// Between client requests (a host timer, not a data event): when a re-authentication is
+    /// due and the client's stream stands at a request boundary, the SASL requests to send
+    /// upstream now. A connection that stays idle past its deadline would otherwise be
+    /// re-authenticated only at its next request. `identify` is asked as in
+    /// [`Session::downstream`].
+    pub fn reauthenticate_between_requests(
+        &mut self,
+        settings: &SessionSettings,
+        now_ms: u64,
+        identify: &mut dyn FnMut() -> Identification,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        if !self.reauth_due(now_ms) || !self.requests.at_frame_boundary() {
+            return Ok(None);
+        }
+        self.check_identity(&identify())?;
+        let bytes = self.authentication_requests(settings, now_ms)?;
+        self.reauth_in_flight = true;
+        Ok(Some(bytes))
+    }
+
     /// The peer, identified again at a re-authentication, must still map to the principal
     /// the session authenticated: Kafka refuses a change of principal, and a peer the
     /// current configuration refuses must not be vouched for again.

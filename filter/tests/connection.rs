@@ -518,3 +518,89 @@ fn after_a_refusal_nothing_from_the_broker_reaches_the_client() {
     );
     assert!(up.bytes.is_empty());
 }
+
+#[test]
+fn an_idle_connection_is_reauthenticated_when_its_deadline_passes_between_requests() {
+    // A host without data events at the deadline (the native module's scheduler) asks
+    // `due`: before the deadline nothing, after it the SASL requests, once.
+    let mut c = authenticated(10_000);
+    let early = c
+        .due(&settings(), &mut FixedClock(Ok(NOW + 1_000)), producer)
+        .unwrap();
+    assert_eq!(early, None);
+    let bytes = c
+        .due(&settings(), &mut FixedClock(Ok(NOW + 9_600)), producer)
+        .unwrap()
+        .expect("due after 85-95 % of the session");
+    assert_eq!(
+        request_keys(&bytes),
+        vec![
+            (17, HANDSHAKE_CORRELATION_ID),
+            (36, AUTHENTICATE_CORRELATION_ID)
+        ]
+    );
+    let again = c
+        .due(&settings(), &mut FixedClock(Ok(NOW + 9_700)), producer)
+        .unwrap();
+    assert_eq!(again, None, "one re-authentication in flight at a time");
+    // The broker's answers to it are hidden from the client and count as a re-authentication.
+    let answers = sasl_answers(10_000);
+    let mut up = EnvoyBuffer::holding(&answers);
+    let auth = c
+        .upstream(&settings(), answers.len(), &mut up, &mut ok_clock())
+        .unwrap();
+    assert!(auth.unwrap().reauthentication);
+    assert!(up.bytes.is_empty());
+}
+
+#[test]
+fn no_reauthentication_is_injected_into_the_middle_of_a_clients_request() {
+    let mut c = authenticated(10_000);
+    let req = request(ApiKey::Metadata, 12, 2);
+    let (head, _) = req.split_at(10);
+    let mut down = EnvoyBuffer::holding(head);
+    c.downstream(
+        &settings(),
+        head.len(),
+        &mut down,
+        &mut ok_clock(),
+        producer,
+    )
+    .unwrap();
+    let due = c
+        .due(&settings(), &mut FixedClock(Ok(NOW + 9_600)), producer)
+        .unwrap();
+    assert_eq!(due, None, "the client is half way through a request");
+}
+
+#[test]
+fn a_peer_that_maps_differently_at_an_idle_deadline_is_refused() {
+    let mut c = authenticated(10_000);
+    let other = || Identification::Principal {
+        identity: "spiffe://cluster.local/ns/apps/sa/other".into(),
+        principal: "spiffe://cluster.local/ns/apps/sa/other".into(),
+    };
+    let err = c
+        .due(&settings(), &mut FixedClock(Ok(NOW + 9_600)), other)
+        .unwrap_err();
+    assert_eq!(err.kind, RefusalKind::Reidentified);
+    // From then on nothing passes in either direction.
+    let req = request(ApiKey::Metadata, 12, 2);
+    let mut down = EnvoyBuffer::holding(&req);
+    let _ = c.downstream(&settings(), req.len(), &mut down, &mut ok_clock(), producer);
+    assert!(down.bytes.is_empty());
+}
+
+#[test]
+fn a_connection_refused_from_outside_passes_nothing_on() {
+    let mut c = authenticated(10_000);
+    c.refuse();
+    let req = request(ApiKey::Metadata, 12, 2);
+    let mut down = EnvoyBuffer::holding(&req);
+    let _ = c.downstream(&settings(), req.len(), &mut down, &mut ok_clock(), producer);
+    assert!(down.bytes.is_empty());
+    let answer = client_answer(2);
+    let mut up = EnvoyBuffer::holding(&answer);
+    let _ = c.upstream(&settings(), answer.len(), &mut up, &mut ok_clock());
+    assert!(up.bytes.is_empty());
+}

@@ -87,6 +87,39 @@ fn envoy_strings_are_the_fallback() {
 }
 
 #[test]
+fn every_uri_san_from_the_native_tls_callbacks_is_seen() {
+    // The native module gets all URI SANs: one SPIFFE ID maps, two are refused as from the
+    // certificate itself, where the Wasm host's first-SAN-only string would have mapped.
+    let one = PeerProperties {
+        mtls: true,
+        uri_sans: Some(vec!["https://example.com/x".into(), PRODUCER.into()]),
+        subject: Some("CN=producer,O=apps".into()),
+        ..Default::default()
+    };
+    assert!(
+        matches!(identify(&mapper("{}"), &one), Identification::Principal { principal, .. } if principal == PRODUCER)
+    );
+    let two = PeerProperties {
+        mtls: true,
+        uri_sans: Some(vec![
+            PRODUCER.into(),
+            "spiffe://cluster.local/ns/apps/sa/admin".into(),
+        ]),
+        // Set too: `uri_sans` wins over the first-SAN string when the host has both.
+        uri_san: Some(PRODUCER.into()),
+        ..Default::default()
+    };
+    assert!(
+        matches!(
+            identify(&mapper("{}"), &two),
+            Identification::NoPrincipal { .. }
+        ),
+        "{:?}",
+        identify(&mapper("{}"), &two)
+    );
+}
+
+#[test]
 fn foreign_trust_domain_and_missing_mtls_give_no_principal() {
     let evil = "spiffe://evil.example/ns/apps/sa/producer";
     let props = PeerProperties {

@@ -175,6 +175,14 @@ impl PeerIdentity {
             .filter(|s| !s.is_empty())
             .map(|s| vec![s.to_string()])
             .unwrap_or_default();
+        Self::from_tls_strings(uri_sans, subject)
+    }
+
+    /// What Envoy's TLS connection says of the peer to a native filter: every URI SAN (so two
+    /// SPIFFE SANs are seen, as from the certificate) and the subject in OpenSSL's RFC 2253
+    /// rendering (converted as for [`PeerIdentity::from_envoy_strings`]).
+    pub fn from_tls_strings(uri_sans: Vec<String>, subject: Option<&str>) -> PeerIdentity {
+        let uri_sans: Vec<String> = uri_sans.into_iter().filter(|s| !s.is_empty()).collect();
         let spiffe = SpiffeId::from_uri_sans(&uri_sans);
         PeerIdentity {
             subject: subject.map(envoy_subject::to_java),

@@ -1,7 +1,7 @@
 //! What the configuration tests share: a broker that answers every request, Envoy's buffer
 //! semantics, configurations as the glue keeps them, and a client whose connection follows
 //! its filter's current configuration in a [`Latest`] table exactly as the glue's stream
-//! context does (`glue.rs` `Stream::downstream`).
+//! context does (`wasm/glue.rs` `Stream::downstream`).
 #![allow(dead_code)] // each test crate uses a part
 
 use std::ops::Range;
@@ -183,7 +183,7 @@ pub fn signed_config(kid: &str, extra: &str) -> String {
     )
 }
 
-/// A configuration and its caches, as the glue keeps them (`glue.rs` `Configured`).
+/// A configuration and its caches, as the glue keeps them (`wasm/glue.rs` `Configured`).
 pub struct Configured {
     pub config: FilterConfig,
     pub cache: Rc<TokenCache>,
@@ -241,7 +241,7 @@ pub struct Round {
 
 impl Client {
     pub fn open(
-        latest: &mut Latest<Configured>,
+        latest: &mut Latest<Rc<Configured>>,
         root: RootId,
         own: &Rc<Configured>,
         pem: Vec<u8>,
@@ -259,7 +259,7 @@ impl Client {
     }
 
     /// The client sends one request at `now`: the bytes that go to the broker.
-    pub fn send(&mut self, latest: &Latest<Configured>, now: u64) -> Result<Vec<u8>, Refusal> {
+    pub fn send(&mut self, latest: &Latest<Rc<Configured>>, now: u64) -> Result<Vec<u8>, Refusal> {
         if let Some(current) = latest.changed_since(&filter(), &mut self.seen) {
             self.conn.set_token_issuer(Rc::clone(&current.issuer));
             self.conn.set_token_cache(Rc::clone(&current.cache));
@@ -305,7 +305,7 @@ impl Client {
     }
 
     /// One request at `now`, answered by the broker.
-    pub fn round(&mut self, latest: &Latest<Configured>, now: u64) -> Result<Round, Refusal> {
+    pub fn round(&mut self, latest: &Latest<Rc<Configured>>, now: u64) -> Result<Round, Refusal> {
         let upstream = self.send(latest, now)?;
         let (received, authenticated) = self.receive(&broker_answers(&upstream), now + 1)?;
         assert_eq!(

@@ -5,20 +5,23 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, PeerType};
 
-use crate::abi::{self, EnvoyBuffer};
+use std::sync::Arc;
+
+use super::abi::{self, EnvoyBuffer};
 use crate::config::{self, FilterConfig};
 use crate::connection::Connection;
+use crate::generation::Generation;
 use crate::host::{Clock, HostError};
-use crate::identity_cache::{self, IdentityCache};
 use crate::latest::{filter_key, Latest, RootId};
+use crate::metrics::Counter;
+use crate::outcome::Described;
 use crate::peer::{self, HbonePeer, PeerProperties};
 use crate::session::{Identification, Refusal, RefusalKind};
 use crate::splice;
-use crate::token_cache::{self, TokenCache};
 
 proxy_wasm::main! {{
     // Our own logger and panic hook: the SDK's unwrap the status of the log call.
@@ -56,7 +59,7 @@ impl log::Log for Logger {
 
 thread_local! {
     /// The current configuration of each filter in this VM (see `latest`).
-    static LATEST: RefCell<Latest<Configured>> = RefCell::new(Latest::default());
+    static LATEST: RefCell<Latest<Rc<Configured>>> = RefCell::new(Latest::default());
     /// This VM's name in the logs (its start time) and how many root contexts it has had:
     /// shows whether a configuration update kept the VM.
     static VM: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
@@ -111,60 +114,37 @@ fn follow_host_log_level() {
     log::set_max_level(level);
 }
 
-/// Counter ids, defined once per configuration.
+/// Counter ids, defined once per configuration (see `metrics` for names and meaning).
 struct Metrics {
-    connections: u32,
-    authenticated: u32,
-    reauthenticated: u32,
-    auth_failed: u32,
-    rejected_no_identity: u32,
-    rejected_client_sasl: u32,
-    protocol_errors: u32,
-    passed_through: u32,
-    reidentified_closed: u32,
+    ids: [Option<u32>; Counter::ALL.len()],
 }
 
 impl Metrics {
     fn define(prefix: &str) -> Result<Self, HostError> {
-        let counter = |name: &str| abi::define_counter(&format!("{prefix}.{name}"));
-        Ok(Self {
-            connections: counter("connections")?,
-            authenticated: counter("authenticated")?,
-            reauthenticated: counter("reauthenticated")?,
-            auth_failed: counter("auth_failed")?,
-            rejected_no_identity: counter("rejected_no_identity")?,
-            rejected_client_sasl: counter("rejected_client_sasl")?,
-            protocol_errors: counter("protocol_errors")?,
-            passed_through: counter("passed_through")?,
-            reidentified_closed: counter("reidentified_closed")?,
-        })
+        let mut ids = [None; Counter::ALL.len()];
+        for (id, counter) in ids.iter_mut().zip(Counter::ALL) {
+            // A panic traps the VM instead of reaching Envoy: Wasm has no `panics` counter.
+            if counter != Counter::Panics {
+                *id = Some(abi::define_counter(&format!(
+                    "{prefix}.{}",
+                    counter.name()
+                ))?);
+            }
+        }
+        Ok(Self { ids })
     }
 
-    fn bump(&self, id: u32) {
-        // A failed counter update must not affect the connection.
-        let _ = abi::increment_counter(id);
-    }
-
-    fn refusal(&self, kind: RefusalKind) -> u32 {
-        match kind {
-            RefusalKind::NoIdentity => self.rejected_no_identity,
-            RefusalKind::AuthFailed => self.auth_failed,
-            RefusalKind::ClientSasl => self.rejected_client_sasl,
-            RefusalKind::Protocol | RefusalKind::Host => self.protocol_errors,
-            RefusalKind::Reidentified => self.reidentified_closed,
+    fn bump(&self, counter: Counter) {
+        if let Some(Some(id)) = self.ids.get(counter.index()) {
+            // A failed counter update must not affect the connection.
+            let _ = abi::increment_counter(*id);
         }
     }
 }
 
 struct Configured {
-    config: FilterConfig,
+    generation: Generation,
     metrics: Metrics,
-    /// The issuer shared with connections that re-authenticate under a newer configuration.
-    tokens: Rc<crate::token::TokenIssuer>,
-    /// The SASL requests per principal made with `tokens`, reused for a while.
-    token_cache: Rc<TokenCache>,
-    /// Identifications by certificate digest, for this configuration's mapping.
-    identities: IdentityCache,
 }
 
 struct Root {
@@ -265,27 +245,11 @@ impl RootContext for Root {
         let plugin = property_string(&["plugin_name"]).unwrap_or_default();
         let root_id = property_string(&["plugin_root_id"]).unwrap_or_default();
         self.filter = filter_key(&plugin, &root_id).into();
-        info!(
-            "kafka-identity: configured (plugin {plugin}, identity {}, stat_prefix {}, \
-             on_no_identity {:?}, on_client_sasl {:?}, token {})",
-            config.identity_source(),
-            config.stat_prefix,
-            config.session.on_no_identity,
-            config.session.on_client_sasl,
-            config.session.tokens.describe()
-        );
-        let tokens = Rc::new(config.session.tokens.clone());
-        let token_cache = Rc::new(TokenCache::new(
-            &config.session.client_id,
-            config.token_reuse_seconds.saturating_mul(1000),
-            token_cache::DEFAULT_MAX_ENTRIES,
-        ));
+        let generation = Generation::new(Arc::new(config));
+        info!("{}", generation.describe(&plugin));
         let configured = Rc::new(Configured {
-            config,
+            generation,
             metrics,
-            tokens,
-            token_cache,
-            identities: IdentityCache::new(identity_cache::DEFAULT_MAX_ENTRIES),
         });
         LATEST.with(|latest| {
             latest
@@ -325,16 +289,14 @@ impl RootContext for Root {
         let nonce = TickClock.now_ms().map(|ms| ms << 20).unwrap_or(0) ^ u64::from(context_id);
         let connection = configured
             .as_ref()
-            .map(|c| Connection::new(&c.config.session, nonce));
+            .map(|c| Connection::new(&c.generation.config.session, nonce));
         Some(Box::new(Stream {
             configured,
             filter: Rc::clone(&self.filter),
             seen: 0,
             current: None,
             connection,
-            source: None,
-            identity: None,
-            principal: None,
+            described: Described::default(),
             closed: false,
         }))
     }
@@ -352,9 +314,7 @@ struct Stream {
     /// The current configuration of this filter: tokens and identities come from it.
     current: Option<Rc<Configured>>,
     connection: Option<Connection>,
-    source: Option<String>,
-    identity: Option<String>,
-    principal: Option<String>,
+    described: Described,
     closed: bool,
 }
 
@@ -368,7 +328,7 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
 /// certificate seen before is identified from the cache (see `identity_cache`), without
 /// reading it.
 fn read_peer(configured: &Configured) -> Identification {
-    let config = &configured.config;
+    let config = &configured.generation.config;
     if let Some(keys) = &config.waypoint {
         let found = HbonePeer {
             principal: property(&["filter_state", &keys.peer_principal_filter_state_key]),
@@ -381,6 +341,7 @@ fn read_peer(configured: &Configured) -> Identification {
     }
     match property(&["connection", "sha256_peer_certificate_digest"]) {
         Some(digest) if !digest.is_empty() => configured
+            .generation
             .identities
             .get_or_identify(&digest, || identify(config, true)),
         _ => {
@@ -408,6 +369,8 @@ fn identify(config: &FilterConfig, mtls: bool) -> Identification {
             uri_san: fallback
                 .then(|| property_string(&["connection", "uri_san_peer_certificate"]))
                 .flatten(),
+            // Envoy's Wasm host has only the first URI SAN.
+            uri_sans: None,
             subject: fallback
                 .then(|| property_string(&["connection", "subject_peer_certificate"]))
                 .flatten(),
@@ -421,43 +384,30 @@ fn identify(config: &FilterConfig, mtls: bool) -> Identification {
 impl Stream {
     /// The client's address, for log lines only: read when one is written.
     fn load_source(&mut self) {
-        if self.source.is_none() {
-            self.source = property_string(&["source", "address"]);
+        if self.described.source.is_none() {
+            self.described.source = property_string(&["source", "address"]);
         }
     }
 
-    fn describe(&self) -> String {
-        let token = self
-            .connection
+    fn token(&self) -> &str {
+        self.connection
             .as_ref()
             .map(|c| c.session().last_token())
-            .filter(|t| !t.is_empty())
-            .unwrap_or("-");
-        format!(
-            "source={} identity={} principal={} token={token}",
-            self.source.as_deref().unwrap_or("-"),
-            self.identity.as_deref().unwrap_or("-"),
-            self.principal.as_deref().unwrap_or("-"),
-        )
+            .unwrap_or("")
     }
 
-    fn bump(&self, pick: impl Fn(&Metrics) -> u32) {
+    fn bump(&self, counter: Counter) {
         if let Some(c) = &self.configured {
-            c.metrics.bump(pick(&c.metrics));
+            c.metrics.bump(counter);
         }
     }
 
     fn refuse(&mut self, refusal: Refusal) {
-        self.bump(|m| m.refusal(refusal.kind));
+        self.bump(Counter::for_refusal(refusal.kind));
         if log::log_enabled!(log::Level::Warn) {
             self.load_source();
         }
-        warn!(
-            "kafka-identity: {} outcome={} reason=\"{}\"",
-            self.describe(),
-            refusal.kind.outcome(),
-            refusal.message
-        );
+        warn!("{}", self.described.refused(self.token(), &refusal));
         self.closed = true;
         if let Err(e) = abi::close_downstream() {
             error!("kafka-identity: cannot close connection: {e}");
@@ -477,8 +427,8 @@ impl Stream {
         let changed =
             LATEST.with(|latest| latest.borrow().changed_since(&self.filter, &mut self.seen));
         if let Some(current) = changed {
-            connection.set_token_issuer(Rc::clone(&current.tokens));
-            connection.set_token_cache(Rc::clone(&current.token_cache));
+            connection.set_token_issuer(Rc::clone(&current.generation.tokens));
+            connection.set_token_cache(Rc::clone(&current.generation.token_cache));
             self.current = Some(current);
         }
         let current = self
@@ -486,38 +436,22 @@ impl Stream {
             .clone()
             .unwrap_or_else(|| Rc::clone(&configured));
         let opened = connection.downstream(
-            &configured.config.session,
+            &configured.generation.config.session,
             size,
             &mut EnvoyBuffer::new(BufferType::DownstreamData, size),
             &mut TickClock,
             || read_peer(&current),
         );
         if let Some(opened) = opened? {
-            match &opened.identification {
-                Identification::Principal {
-                    identity,
-                    principal,
-                } => {
-                    self.identity = Some(identity.clone());
-                    self.principal = Some(principal.clone());
-                }
-                Identification::NoPrincipal { identity, .. } => {
-                    self.identity = Some(identity.clone())
-                }
-                Identification::NoMtls => {}
-            }
+            self.described.identified(&opened.identification);
             if opened.passed_through {
-                self.bump(|m| m.passed_through);
-                let reason = match &opened.identification {
-                    Identification::NoMtls => "no mTLS",
-                    Identification::NoPrincipal { reason, .. } => reason.as_str(),
-                    Identification::Principal { .. } => "",
-                };
+                self.bump(Counter::PassedThrough);
                 if log::log_enabled!(log::Level::Info) {
                     self.load_source();
                     info!(
-                        "kafka-identity: {} outcome=passed_through reason=\"{reason}\"",
-                        self.describe()
+                        "{}",
+                        self.described
+                            .passed_through(self.token(), &opened.identification)
                     );
                 }
             }
@@ -539,31 +473,28 @@ impl Stream {
             ));
         };
         let authenticated = connection.upstream(
-            &configured.config.session,
+            &configured.generation.config.session,
             size,
             &mut EnvoyBuffer::new(BufferType::UpstreamData, size),
             &mut TickClock,
         )?;
         if let Some(auth) = authenticated {
-            if auth.reauthentication {
-                self.bump(|m| m.reauthenticated);
-                if log::log_enabled!(log::Level::Debug) {
-                    self.load_source();
-                }
-                debug!(
-                    "kafka-identity: {} outcome=reauthenticated session_lifetime_ms={}",
-                    self.describe(),
-                    auth.session_lifetime_ms
-                );
+            let (counter, level) = if auth.reauthentication {
+                (Counter::Reauthenticated, log::Level::Debug)
             } else {
-                self.bump(|m| m.authenticated);
-                if log::log_enabled!(log::Level::Info) {
-                    self.load_source();
-                }
-                info!(
-                    "kafka-identity: {} outcome=authenticated session_lifetime_ms={}",
-                    self.describe(),
-                    auth.session_lifetime_ms
+                (Counter::Authenticated, log::Level::Info)
+            };
+            self.bump(counter);
+            if log::log_enabled!(level) {
+                self.load_source();
+                log::log!(
+                    level,
+                    "{}",
+                    self.described.authenticated(
+                        self.token(),
+                        auth.reauthentication,
+                        auth.session_lifetime_ms
+                    )
                 );
             }
         }
@@ -576,7 +507,7 @@ impl Context for Stream {}
 impl StreamContext for Stream {
     fn on_new_connection(&mut self) -> Action {
         // Too early for the peer certificate: the TLS handshake has not finished.
-        self.bump(|m| m.connections);
+        self.bump(Counter::Connections);
         Action::Continue
     }
 
