@@ -19,7 +19,7 @@ SOAK_MINUTES ?= 30
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
-	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, e2e (Kafka 4.4.0 + 3.9.2), deploy-check, the mesh (root)"
+	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, the native probe, e2e (Kafka 4.4.0 + 3.9.2), deploy-check, the mesh (root)"
 	@echo "make help        this list"
 	@echo "make wasm        build $(WASM)"
 	@echo "make e2e         the end-to-end suite on the local stack (part of make test)"
@@ -122,7 +122,9 @@ e2e-kafka-3.9: setup wasm cli
 
 # prebuild-tools: deploy-check's and the mesh's Go builds start in the background, at the lowest
 # priority, and compile while the e2e suites mostly wait (a no-op when they are installed).
-test: setup prebuild-tools lint unit wasm cli reproducible e2e e2e-kafka-3.9 deploy-check e2e-mesh
+# native-probe: the dynamic module (native/, a first slice) in a real Envoy on ephemeral ports
+# (~2.5 min of build, seconds of test).
+test: setup prebuild-tools lint unit wasm cli reproducible native-probe e2e e2e-kafka-3.9 deploy-check e2e-mesh
 
 prebuild-tools:
 	scripts/prebuild-tools
