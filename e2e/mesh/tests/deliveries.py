@@ -10,13 +10,15 @@ BOOTSTRAP = f"kafka.kafka.svc.cluster.local:{CLIENT_PORT}"
 # proxy -> (Envoy version, Istio version the proxy announces)
 PROXIES = {"1.30": ("1.38.2", "1.30.3"), "1.31": ("1.40.0", "1.31.0")}
 DELIVERIES = ("envoyfilter", "wasmplugin-file", "wasmplugin-oci")
+# Istio 1.30+'s TrafficExtension API (deploy/istio/overlays/trafficextension-*): run on the 1.31 proxies.
+TRAFFICEXTENSION_DELIVERIES = ("trafficextension-file", "trafficextension-oci")
 
 
 def overlay_dir(mesh, delivery, plugin_config=None):
-    if delivery == "wasmplugin-oci":
+    if delivery.endswith("-oci"):
         if not getattr(mesh, "oci_digest", None):
             mesh.oci_digest = mesh.push_wasm_image()
-        return mesh.oci_overlay(mesh.oci_digest, plugin_config)
+        return mesh.oci_overlay(mesh.oci_digest, plugin_config, base=delivery)
     if plugin_config:
         raise ValueError("only the oci delivery takes a pluginConfig patch here")
     return REPO / "deploy" / "istio" / "overlays" / delivery
@@ -37,7 +39,7 @@ def deliver(mesh, proxy, delivery, plugin_config=None):
     for applied in list(mesh.applied):
         if applied != target:
             mesh.delete_kustomization(applied)
-    if delivery != "wasmplugin-oci":
+    if not delivery.endswith("-oci"):
         mesh.publish_wasm_configmap()
     mesh.apply_kustomization(target)
     for name in brokers:
