@@ -15,7 +15,7 @@ KAFKA_MATRIX ?= 3.9.2 4.0.2 4.4.0
 KAFKA_TEST_VERSION ?= 3.9.2
 SOAK_MINUTES ?= 30
 
-.PHONY: help setup rust-target wasm cli bench oci deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
+.PHONY: help setup rust-target wasm cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -26,7 +26,9 @@ help:
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
 	@echo "make e2e-kafka-matrix run the whole e2e suite on Kafka $(KAFKA_MATRIX)"
 	@echo "make oci         OCI image of the .wasm for Istio's WasmPlugin; prints the sha256 to use"
-	@echo "make deploy-check validate every Istio/Kafka/Strimzi manifest, the dashboard and alerts offline; check the OCI image"
+	@echo "make release     .wasm, OCI layout, CLI, Helm chart, SBOMs and SHA256SUMS in target/release-artifacts/"
+	@echo "make reproducible build the .wasm again from nothing and require the same bytes"
+	@echo "make deploy-check validate every Istio/Kafka/Strimzi manifest, the Helm chart, the dashboard and alerts offline; check the OCI image and one version everywhere"
 	@echo "make e2e-mesh    Istio mesh end to end: kube-apiserver, istiod, sidecars, 3 brokers (no Docker)"
 	@echo "make e2e-mesh-faults  the mesh's fault scenarios repeated FAULT_REPEATS times, with a summary"
 	@echo "make cli         build target/release/kafka-identity; make completions: its bash/zsh/fish completions"
@@ -44,10 +46,19 @@ setup:
 rust-target:
 	rustup target add $(WASM_TARGET)
 
+# Dependencies' panic locations name their source files by absolute path, the builder's cargo
+# home included (~150 of them, ~10 KB): mapped to the crate's own directory, the .wasm is
+# smaller and has the same bytes wherever it is built (its sha256 goes into WasmPlugins;
+# make reproducible checks it). Only for the wasm target: with --target, cargo leaves build
+# scripts and proc macros alone.
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
+export WASM_RUSTFLAGS := --remap-path-prefix=$(CARGO_HOME_DIR)/registry/src/= \
+  --remap-path-prefix=$(CARGO_HOME_DIR)/registry/src/index.crates.io-1949cf8c6b5b557f/=
+
 # cargo's own output (deps/) is shrunk by binaryen's wasm-opt into $(WASM): under 1 MiB, so
 # a plain ConfigMap carries it (docs/deploy.md). The release profile builds for size.
 wasm: rust-target
-	$(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter
+	RUSTFLAGS="$(WASM_RUSTFLAGS)" $(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter
 	scripts/optimize-wasm target/$(WASM_TARGET)/release/deps/kafka_identity_filter.wasm $(WASM)
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 
@@ -75,7 +86,7 @@ PROXY_ONLY_TESTS := test_connections_at_scale.py test_hostile_streams.py test_so
 e2e-kafka-3.9: setup wasm cli
 	KAFKA_IDENTITY_KAFKA_VERSION=$(KAFKA_TEST_VERSION) e2e/run $(addprefix --ignore=e2e/tests/,$(PROXY_ONLY_TESTS))
 
-test: setup lint unit wasm cli e2e e2e-kafka-3.9 deploy-check e2e-mesh
+test: setup lint unit wasm cli reproducible e2e e2e-kafka-3.9 deploy-check e2e-mesh
 
 demo: setup wasm
 	e2e/demo
@@ -110,10 +121,22 @@ fuzz:
 oci: wasm
 	scripts/oci-image
 
+# A second build of the .wasm from an empty target directory must give the same bytes.
+reproducible: wasm
+	CARGO_JOBS=$(CARGO_JOBS) scripts/check-reproducible
+
+# Everything a release ships, versioned, with checksums and SBOMs (scripts/release).
+release: setup wasm cli
+	scripts/install-deploy-tools
+	scripts/install-release-tools
+	scripts/release
+
 # Offline: istioctl (from the Go module proxy), kubeconform with Kubernetes, Istio, Strimzi and
 # PrometheusRule schemas, envoy --mode validate on the patches, shellcheck; promtool on the alerts
-# and the dashboard's queries; then the OCI image test.
-deploy-check: setup wasm
+# and the dashboard's queries; then the OCI image, the Helm chart (lint, kubeconform, the same
+# objects as the overlays, its pluginConfigs through `kafka-identity config check`, its schema's
+# refusals) and the one-version tests.
+deploy-check: setup wasm cli
 	scripts/install-deploy-tools
 	scripts/validate-manifests --no-install
 	scripts/install-promtool
@@ -121,8 +144,10 @@ deploy-check: setup wasm
 	.tools/venv/bin/python -m pytest -q -p no:cacheprovider deploy/tests
 
 # The mesh on this machine, in network namespaces of its own (root; see e2e/mesh/README.md).
+# install-deploy-tools: helm, for the pass that installs the chart (a no-op after deploy-check).
 e2e-mesh: setup wasm
 	scripts/install-mesh
+	scripts/install-deploy-tools
 	e2e/mesh/run
 
 FAULT_REPEATS ?= 5
@@ -145,7 +170,7 @@ e2e-kind: setup wasm
 
 # bench/null-filter: a Wasm filter that does nothing, the benchmark's path (n).
 bench: setup wasm cli
-	$(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-bench-null-filter
+	RUSTFLAGS="$(WASM_RUSTFLAGS)" $(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-bench-null-filter
 	bench/run
 
 # Issue #12 scenario 9 (docs/reliability.md): its own side stack (no main stack needed);

@@ -22,6 +22,8 @@ pub struct Opened {
 #[derive(Debug)]
 pub struct Connection {
     session: Session,
+    /// A refusal closed the connection: from then on nothing passes in either direction.
+    refused: bool,
 }
 
 impl Connection {
@@ -29,7 +31,10 @@ impl Connection {
     pub fn new(settings: &SessionSettings, nonce: u64) -> Self {
         let mut session = Session::new(settings);
         session.set_token_nonce(nonce);
-        Self { session }
+        Self {
+            session,
+            refused: false,
+        }
     }
 
     pub fn session(&self) -> &Session {
@@ -46,15 +51,43 @@ impl Connection {
         self.session.set_token_cache(cache);
     }
 
-    /// `size` bytes from the client are in `buffer`. On the first call `identify` says who
-    /// the peer is. On a refusal the caller closes the connection.
+    /// Whether a refusal closed the connection.
+    pub fn is_refused(&self) -> bool {
+        self.refused
+    }
+
+    /// `size` bytes from the client are in `buffer`. `identify` says who the peer is under
+    /// the current configuration: asked on the first call and again at each
+    /// re-authentication (see [`Session::downstream`]). On a refusal the chunk has been
+    /// dropped and the caller closes the connection; chunks after a refusal are dropped.
     pub fn downstream(
         &mut self,
         settings: &SessionSettings,
         size: usize,
         buffer: &mut dyn HostBuffer,
         clock: &mut dyn Clock,
-        identify: impl FnOnce() -> Identification,
+        mut identify: impl FnMut() -> Identification,
+    ) -> Result<Option<Opened>, Refusal> {
+        if self.refused {
+            // Best effort: the connection is closing either way.
+            let _ = splice::discard(buffer, size);
+            return Ok(None);
+        }
+        let result = self.follow_downstream(settings, size, buffer, clock, &mut identify);
+        if result.is_err() {
+            self.refused = true;
+            let _ = splice::discard(buffer, size);
+        }
+        result
+    }
+
+    fn follow_downstream(
+        &mut self,
+        settings: &SessionSettings,
+        size: usize,
+        buffer: &mut dyn HostBuffer,
+        clock: &mut dyn Clock,
+        identify: &mut impl FnMut() -> Identification,
     ) -> Result<Option<Opened>, Refusal> {
         // A token with iat = 0 would be refused by the broker and a re-authentication
         // planned from time 0 would come at once: without a clock, refuse.
@@ -78,7 +111,9 @@ impl Connection {
                 passed_through,
             });
         }
-        let reauthentication = self.session.downstream(settings, size, buffer, now)?;
+        let reauthentication = self
+            .session
+            .downstream(settings, size, buffer, now, identify)?;
         // The insertion point is an offset in the chunk as it arrived: insert there first,
         // then put the first authentication in front.
         if let Some(injection) = reauthentication {
@@ -94,7 +129,9 @@ impl Connection {
 
     /// `size` bytes from the broker are in `buffer`. On a refusal the chunk has been
     /// dropped (nothing of a failed authentication reaches the client) and the caller
-    /// closes the connection.
+    /// closes the connection. After a refusal in either direction every chunk from the
+    /// broker is dropped: Envoy flushes what it holds for the client before it closes, and
+    /// hidden SASL answers or the tail of a frame must not be part of it.
     pub fn upstream(
         &mut self,
         settings: &SessionSettings,
@@ -102,8 +139,13 @@ impl Connection {
         buffer: &mut dyn HostBuffer,
         clock: &mut dyn Clock,
     ) -> Result<Option<Authenticated>, Refusal> {
+        if self.refused {
+            let _ = splice::discard(buffer, size);
+            return Ok(None);
+        }
         let result = self.follow_upstream(settings, size, buffer, clock);
         if result.is_err() {
+            self.refused = true;
             // Best effort: the connection is closed either way.
             let _ = splice::discard(buffer, size);
         }

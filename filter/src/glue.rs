@@ -14,9 +14,10 @@ use crate::config::{self, FilterConfig};
 use crate::connection::Connection;
 use crate::host::{Clock, HostError};
 use crate::identity_cache::{self, IdentityCache};
-use crate::latest::{filter_key, Latest};
+use crate::latest::{filter_key, Latest, RootId};
 use crate::peer::{self, HbonePeer, PeerProperties};
 use crate::session::{Identification, Refusal, RefusalKind};
+use crate::splice;
 use crate::token_cache::{self, TokenCache};
 
 proxy_wasm::main! {{
@@ -25,7 +26,7 @@ proxy_wasm::main! {{
         log::set_max_level(log::LevelFilter::Trace);
     }
     std::panic::set_hook(Box::new(|info| abi::log(LogLevel::Critical, &info.to_string())));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
 }}
 
 struct Logger;
@@ -54,14 +55,11 @@ impl log::Log for Logger {
 }
 
 thread_local! {
-    /// The newest configuration of each filter in this VM (see `latest`).
+    /// The current configuration of each filter in this VM (see `latest`).
     static LATEST: RefCell<Latest<Configured>> = RefCell::new(Latest::default());
     /// This VM's name in the logs (its start time) and how many root contexts it has had:
     /// shows whether a configuration update kept the VM.
     static VM: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
-    /// Bumped whenever a configuration is published: connections look up the newest one
-    /// only when it changed, not on every chunk.
-    static GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Envoy's clock as of the last tick (ms) and how often it was used since.
     static TICK_CLOCK: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
@@ -123,6 +121,7 @@ struct Metrics {
     rejected_client_sasl: u32,
     protocol_errors: u32,
     passed_through: u32,
+    reidentified_closed: u32,
 }
 
 impl Metrics {
@@ -137,6 +136,7 @@ impl Metrics {
             rejected_client_sasl: counter("rejected_client_sasl")?,
             protocol_errors: counter("protocol_errors")?,
             passed_through: counter("passed_through")?,
+            reidentified_closed: counter("reidentified_closed")?,
         })
     }
 
@@ -151,6 +151,7 @@ impl Metrics {
             RefusalKind::AuthFailed => self.auth_failed,
             RefusalKind::ClientSasl => self.rejected_client_sasl,
             RefusalKind::Protocol | RefusalKind::Host => self.protocol_errors,
+            RefusalKind::Reidentified => self.reidentified_closed,
         }
     }
 }
@@ -166,15 +167,52 @@ struct Configured {
     identities: IdentityCache,
 }
 
-#[derive(Default)]
 struct Root {
+    /// This root context's id: its entry in `LATEST`.
+    id: RootId,
+    /// Its number in the VM's log lines (`root context <n> in VM <id>`).
+    ordinal: u64,
     configured: Option<Rc<Configured>>,
     ticks: u32,
     /// This filter's key in `LATEST`.
     filter: Rc<str>,
 }
 
-impl Context for Root {}
+impl Root {
+    fn new(id: RootId) -> Self {
+        Self {
+            id,
+            ordinal: 0,
+            configured: None,
+            ticks: 0,
+            filter: Rc::from(""),
+        }
+    }
+
+    /// This root's configuration, keys and caches leave `LATEST` with it.
+    fn leave(&self) {
+        let _ = LATEST.try_with(|latest| {
+            if let Ok(mut latest) = latest.try_borrow_mut() {
+                latest.root_gone(self.id);
+            }
+        });
+    }
+}
+
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        // Envoy shuts this plugin down: its filter was removed or replaced and its last
+        // connection is gone.
+        self.leave();
+        true
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
 
 fn property_string(path: &[&str]) -> Option<String> {
     abi::get_property(path)
@@ -189,8 +227,14 @@ impl RootContext for Root {
         let (mut id, roots) = VM.with(|vm| vm.get());
         if id == 0 {
             id = abi::now_ms().unwrap_or(1).max(1);
+            // Once per VM: which release this is (the workspace version, as the CLI says).
+            info!(
+                "kafka-identity: version {} in VM {id:x}",
+                env!("CARGO_PKG_VERSION")
+            );
         }
         VM.with(|vm| vm.set((id, roots + 1)));
+        self.ordinal = roots + 1;
         info!("kafka-identity: root context {} in VM {id:x}", roots + 1);
         true
     }
@@ -246,9 +290,8 @@ impl RootContext for Root {
         LATEST.with(|latest| {
             latest
                 .borrow_mut()
-                .publish(&self.filter, Rc::clone(&configured))
+                .configured(&self.filter, self.id, Rc::clone(&configured))
         });
-        GENERATION.with(|g| g.set(g.get() + 1));
         self.configured = Some(configured);
         if let Err(e) = abi::set_tick_period(TICK_MS) {
             error!("kafka-identity: cannot set a tick period, the clock is read per chunk: {e}");
@@ -269,6 +312,16 @@ impl RootContext for Root {
         // Returning None would make the SDK panic; a connection without a configuration
         // (not reachable while Envoy only routes to configured filters) is refused.
         let configured = self.configured.clone();
+        // Envoy hands this root's configuration to new connections: after a revert to a
+        // configuration it still runs, this is the only sign that it is current again.
+        if configured.is_some()
+            && LATEST.with(|latest| latest.borrow_mut().connection_opened(self.id))
+        {
+            info!(
+                "kafka-identity: root context {} is current again (a revert)",
+                self.ordinal
+            );
+        }
         let nonce = TickClock.now_ms().map(|ms| ms << 20).unwrap_or(0) ^ u64::from(context_id);
         let connection = configured
             .as_ref()
@@ -276,7 +329,8 @@ impl RootContext for Root {
         Some(Box::new(Stream {
             configured,
             filter: Rc::clone(&self.filter),
-            generation: 0,
+            seen: 0,
+            current: None,
             connection,
             source: None,
             identity: None,
@@ -293,8 +347,10 @@ impl RootContext for Root {
 struct Stream {
     configured: Option<Rc<Configured>>,
     filter: Rc<str>,
-    /// `GENERATION` when the token issuer was last taken from `LATEST`.
-    generation: u64,
+    /// `LATEST`'s version when `current` was last taken from it.
+    seen: u64,
+    /// The current configuration of this filter: tokens and identities come from it.
+    current: Option<Rc<Configured>>,
     connection: Option<Connection>,
     source: Option<String>,
     identity: Option<String>,
@@ -416,23 +472,25 @@ impl Stream {
                 "the filter has no configuration",
             ));
         };
-        // Re-authentications sign with the newest configuration of this filter.
-        let generation = GENERATION.with(|g| g.get());
-        if generation != self.generation {
-            let newest = LATEST
-                .with(|latest| latest.borrow().get(&self.filter))
-                .unwrap_or_else(|| Rc::clone(&configured));
-            connection.set_token_issuer(Rc::clone(&newest.tokens));
-            connection.set_token_cache(Rc::clone(&newest.token_cache));
-            self.generation = generation;
+        // (Re-)authentications sign with the current configuration of this filter, and
+        // identify the peer with it.
+        let changed =
+            LATEST.with(|latest| latest.borrow().changed_since(&self.filter, &mut self.seen));
+        if let Some(current) = changed {
+            connection.set_token_issuer(Rc::clone(&current.tokens));
+            connection.set_token_cache(Rc::clone(&current.token_cache));
+            self.current = Some(current);
         }
-        let config = &configured.config;
+        let current = self
+            .current
+            .clone()
+            .unwrap_or_else(|| Rc::clone(&configured));
         let opened = connection.downstream(
-            &config.session,
+            &configured.config.session,
             size,
             &mut EnvoyBuffer::new(BufferType::DownstreamData, size),
             &mut TickClock,
-            || read_peer(&configured),
+            || read_peer(&current),
         );
         if let Some(opened) = opened? {
             match &opened.identification {
@@ -470,6 +528,11 @@ impl Stream {
     fn upstream(&mut self, size: usize) -> Result<(), Refusal> {
         let (Some(configured), Some(connection)) = (self.configured.clone(), &mut self.connection)
         else {
+            // Nothing from the broker reaches a client the filter could not vouch for.
+            let _ = splice::discard(&mut EnvoyBuffer::new(BufferType::UpstreamData, size), size);
+            if self.closed {
+                return Ok(());
+            }
             return Err(Refusal::new(
                 RefusalKind::Protocol,
                 "the filter has no configuration",
@@ -534,8 +597,10 @@ impl StreamContext for Stream {
     }
 
     fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        // Never Pause here: Envoy does not implement resuming the upstream direction.
-        if self.closed || data_size == 0 {
+        // Never Pause here: Envoy does not implement resuming the upstream direction. After
+        // a refusal the connection driver drops every chunk: Envoy flushes what the client
+        // has pending before it closes.
+        if data_size == 0 {
             return Action::Continue;
         }
         if let Err(refusal) = self.upstream(data_size) {

@@ -3,7 +3,7 @@
 //!
 //! Everything but `glue` and `abi` is plain Rust, tested natively: `session` (one
 //! connection's state machine), `connection` (drives a session against a [`host`]: the
-//! buffers, the clock), `splice` (buffer edits), `latest` (the newest configuration per
+//! buffers, the clock), `splice` (buffer edits), `latest` (the current configuration per
 //! filter in a VM), `read_window` (one host read per request header), `peer`,
 //! `identity_cache` (identifications by certificate digest),
 //! `token`, `token_cache` (a principal's token reused for a while), `config`. `abi` calls Envoy's host functions and returns their errors; `glue`

@@ -78,6 +78,15 @@ fn reauth_permille(nonce: u64, sequence: u64) -> u64 {
     REAUTH_EARLIEST_PERMILLE + z % (REAUTH_SPREAD_PERMILLE + 1)
 }
 
+/// `permille` per mille of `ms`, in milliseconds: a session of 1.5 s is re-authenticated
+/// after 1.275 to 1.425 s, not after whole seconds of it.
+fn permille_of(ms: u64, permille: u64) -> u64 {
+    // Whole seconds and the rest apart: exact, and no 128-bit division in the .wasm.
+    (ms / 1000)
+        .saturating_mul(permille)
+        .saturating_add(ms % 1000 * permille / 1000)
+}
+
 /// What the glue found out about the peer on the first downstream data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identification {
@@ -95,6 +104,9 @@ pub enum RefusalKind {
     /// The host (Envoy) failed a call the filter cannot do without: a buffer read or
     /// write, the clock.
     Host,
+    /// At a re-authentication the current configuration gives the peer no principal or
+    /// another one (Kafka refuses a change of principal on re-authentication).
+    Reidentified,
 }
 
 impl RefusalKind {
@@ -106,6 +118,7 @@ impl RefusalKind {
             RefusalKind::ClientSasl => "rejected_client_sasl",
             RefusalKind::Protocol => "protocol_error",
             RefusalKind::Host => "host_error",
+            RefusalKind::Reidentified => "reidentified_closed",
         }
     }
 }
@@ -198,7 +211,7 @@ pub struct Session {
     /// Makes signed tokens' `jti` unique across connections; seeds the re-authentication
     /// point.
     token_nonce: u64,
-    /// Where tokens come from when set: the newest configuration the VM received, so a
+    /// Where tokens come from when set: the current configuration of the filter, so a
     /// re-authentication on a long-lived connection uses the current signing key.
     issuer: Option<Rc<TokenIssuer>>,
     /// Reuses the requests of the same principal across the VM's connections (set together
@@ -245,7 +258,7 @@ impl Session {
     }
 
     /// Tokens for every (re-)authentication from now on come from `issuer` instead of the
-    /// settings' own: the glue hands in the newest configuration's issuer before each
+    /// settings' own: the glue hands in the current configuration's issuer before each
     /// chunk, so key rotation reaches connections opened before it.
     pub fn set_token_issuer(&mut self, issuer: Rc<TokenIssuer>) {
         self.issuer = Some(issuer);
@@ -354,12 +367,18 @@ impl Session {
 
     /// A chunk of client bytes: follow request frames, refuse client SASL, and when the
     /// session is due for re-authentication, say where to insert the SASL requests.
+    ///
+    /// `identify` says who the peer is under the current configuration; it is asked at
+    /// each re-authentication, and a peer that no longer maps to the session's principal
+    /// closes the connection (`RefusalKind::Reidentified`) instead of being vouched for
+    /// again under rules that were changed or removed.
     pub fn downstream(
         &mut self,
         settings: &SessionSettings,
         len: usize,
         src: &mut dyn ChunkSource,
         now_ms: u64,
+        identify: &mut dyn FnMut() -> Identification,
     ) -> Result<Option<Injection>, Refusal> {
         match self.phase {
             Phase::New => {
@@ -420,6 +439,7 @@ impl Session {
                             usize::try_from(frame.stream_offset - chunk_start).map_err(|_| {
                                 Refusal::new(RefusalKind::Protocol, "chunk offset overflow")
                             })?;
+                        self.check_identity(&identify())?;
                         let bytes = self.authentication_requests(settings, now_ms)?;
                         self.reauth_in_flight = true;
                         injection = Some(Injection { offset, bytes });
@@ -431,6 +451,34 @@ impl Session {
                 ScanStep::ChunkDone => return Ok(injection),
             }
         }
+    }
+
+    /// The peer, identified again at a re-authentication, must still map to the principal
+    /// the session authenticated: Kafka refuses a change of principal, and a peer the
+    /// current configuration refuses must not be vouched for again.
+    fn check_identity(&self, identification: &Identification) -> Result<(), Refusal> {
+        let why = match identification {
+            Identification::Principal { principal, .. } if *principal == self.principal => {
+                return Ok(())
+            }
+            Identification::Principal {
+                identity,
+                principal,
+            } => format!(
+                "identity {identity:?} maps to principal {principal:?} under the current \
+                 configuration, not {:?}: Kafka refuses a change of principal on \
+                 re-authentication",
+                self.principal
+            ),
+            Identification::NoPrincipal { identity, reason } => format!(
+                "no principal for identity {identity:?} under the current configuration: \
+                 {reason}"
+            ),
+            Identification::NoMtls => {
+                "no client certificate under the current configuration".to_owned()
+            }
+        };
+        Err(Refusal::new(RefusalKind::Reidentified, why))
     }
 
     fn reauth_due(&self, now_ms: u64) -> bool {
@@ -484,7 +532,7 @@ impl Session {
                         self.reauth_at_ms = u64::try_from(lifetime)
                             .ok()
                             .filter(|ms| *ms > 0 && settings.reauthenticate)
-                            .map(|ms| now_ms.saturating_add(ms / 1000 * permille));
+                            .map(|ms| now_ms.saturating_add(permille_of(ms, permille)));
                     }
                 }
                 ResponseStep::ChunkDone => break,

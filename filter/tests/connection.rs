@@ -315,7 +315,10 @@ fn a_clock_failure_refuses_the_connection_instead_of_signing_iat_0() {
         .unwrap_err();
     assert_eq!(err.kind, RefusalKind::Host);
     assert!(err.message.contains("clock"), "{err}");
-    assert_eq!(down.bytes, hello, "nothing was injected");
+    assert!(
+        down.bytes.is_empty(),
+        "nothing was injected, and nothing of the refused chunk goes on"
+    );
     // On an authenticated connection too (a re-authentication would be planned from 0).
     let mut c = authenticated(10_000);
     let answer = client_answer(2);
@@ -435,4 +438,83 @@ fn splicing_follows_envoys_front_only_edits() {
     assert_eq!(buf.bytes, b"0145789");
     splice::discard(&mut buf, 7).unwrap();
     assert!(buf.bytes.is_empty());
+}
+
+#[test]
+fn after_a_refusal_nothing_from_the_broker_reaches_the_client() {
+    // Refused in the client's direction while the filter's SASL requests are in flight:
+    // Envoy flushes what it holds for the client before it closes, so the broker's answers
+    // to them (and to anything else) must be dropped, not passed on unread.
+    let mut c = Connection::new(&settings(), 1);
+    let hello = request(ApiKey::ApiVersions, 3, 1);
+    let mut down = EnvoyBuffer::holding(&hello);
+    c.downstream(
+        &settings(),
+        hello.len(),
+        &mut down,
+        &mut ok_clock(),
+        producer,
+    )
+    .unwrap();
+    let sasl = request(ApiKey::SaslHandshake, 1, 2);
+    let mut down = EnvoyBuffer::holding(&sasl);
+    let err = c
+        .downstream(
+            &settings(),
+            sasl.len(),
+            &mut down,
+            &mut ok_clock(),
+            producer,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind, RefusalKind::ClientSasl);
+    assert!(c.is_refused());
+    assert!(down.bytes.is_empty(), "the refused chunk goes nowhere");
+    let answers = [sasl_answers(10_000), client_answer(1)].concat();
+    // In whatever chunks the broker's bytes come.
+    let (head, tail) = answers.split_at(7);
+    for chunk in [head, tail] {
+        let mut up = EnvoyBuffer::holding(chunk);
+        assert_eq!(
+            c.upstream(&settings(), chunk.len(), &mut up, &mut ok_clock()),
+            Ok(None)
+        );
+        assert!(
+            up.bytes.is_empty(),
+            "broker bytes after a refusal reached the client"
+        );
+    }
+    // Nor does anything more of the client's reach the broker.
+    let more = request(ApiKey::Metadata, 12, 3);
+    let mut down = EnvoyBuffer::holding(&more);
+    assert_eq!(
+        c.downstream(
+            &settings(),
+            more.len(),
+            &mut down,
+            &mut ok_clock(),
+            producer
+        ),
+        Ok(None)
+    );
+    assert!(down.bytes.is_empty());
+
+    // Refused in the broker's direction (a frame the filter cannot read): the rest of
+    // that frame, and everything after it, is dropped too.
+    let mut c = authenticated(10_000);
+    let mut bad = (-1i32).to_be_bytes().to_vec();
+    bad.extend([0; 8]);
+    let mut up = EnvoyBuffer::holding(&bad);
+    let err = c
+        .upstream(&settings(), bad.len(), &mut up, &mut ok_clock())
+        .unwrap_err();
+    assert_eq!(err.kind, RefusalKind::Protocol);
+    assert!(up.bytes.is_empty());
+    let rest = [vec![0; 100], client_answer(2)].concat();
+    let mut up = EnvoyBuffer::holding(&rest);
+    assert_eq!(
+        c.upstream(&settings(), rest.len(), &mut up, &mut ok_clock()),
+        Ok(None)
+    );
+    assert!(up.bytes.is_empty());
 }

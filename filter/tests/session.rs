@@ -274,7 +274,7 @@ fn client_requests_are_followed_reading_only_headers() {
             reads: 0,
             bytes: 0,
         };
-        s.downstream(&settings, stream.len(), &mut src, NOW)
+        s.downstream(&settings, stream.len(), &mut src, NOW, &mut producer)
             .unwrap();
         assert_eq!(
             (src.reads, src.bytes),
@@ -297,13 +297,19 @@ fn client_sasl_is_refused_at_any_point() {
             let mut s = started();
             // Refused as soon as the header is complete, whichever chunk completes it.
             let sasl_header_end = stream.len() - request(key, 1, 3).len() + 12;
-            let first = s.downstream(&settings(), cut, &mut &stream[..cut], NOW);
+            let first = s.downstream(&settings(), cut, &mut &stream[..cut], NOW, &mut producer);
             let err = if cut >= sasl_header_end {
                 first.unwrap_err()
             } else {
                 assert!(first.is_ok(), "cut {cut}");
-                s.downstream(&settings(), stream.len() - cut, &mut &stream[cut..], NOW)
-                    .unwrap_err()
+                s.downstream(
+                    &settings(),
+                    stream.len() - cut,
+                    &mut &stream[cut..],
+                    NOW,
+                    &mut producer,
+                )
+                .unwrap_err()
             };
             assert_eq!(err.kind, RefusalKind::ClientSasl);
         }
@@ -335,9 +341,15 @@ fn no_identity_is_refused_or_passed_through_by_policy() {
     // Client SASL is still refused unless explicitly allowed for such connections.
     let hs = request(ApiKey::SaslHandshake, 1, 1);
     assert_eq!(
-        s.downstream(&settings(), hs.len(), &mut hs.as_slice(), NOW)
-            .unwrap_err()
-            .kind,
+        s.downstream(
+            &settings(),
+            hs.len(),
+            &mut hs.as_slice(),
+            NOW,
+            &mut producer
+        )
+        .unwrap_err()
+        .kind,
         RefusalKind::ClientSasl
     );
 
@@ -348,15 +360,27 @@ fn no_identity_is_refused_or_passed_through_by_policy() {
     let mut s = Session::new(&allow);
     s.start(&allow, &none, 0).unwrap();
     assert!(s
-        .downstream(&settings(), hs.len(), &mut hs.as_slice(), NOW)
+        .downstream(
+            &settings(),
+            hs.len(),
+            &mut hs.as_slice(),
+            NOW,
+            &mut producer
+        )
         .is_ok());
     // ...but never on a connection the filter authenticated.
     let mut s = Session::new(&allow);
     s.start(&allow, &producer(), 0).unwrap();
     assert_eq!(
-        s.downstream(&settings(), hs.len(), &mut hs.as_slice(), NOW)
-            .unwrap_err()
-            .kind,
+        s.downstream(
+            &settings(),
+            hs.len(),
+            &mut hs.as_slice(),
+            NOW,
+            &mut producer
+        )
+        .unwrap_err()
+        .kind,
         RefusalKind::ClientSasl
     );
 }
@@ -367,7 +391,13 @@ fn malformed_frames_are_protocol_errors() {
     let mut bad = (-1i32).to_be_bytes().to_vec();
     bad.extend([0; 8]);
     let err = s
-        .downstream(&settings(), bad.len(), &mut bad.as_slice(), NOW)
+        .downstream(
+            &settings(),
+            bad.len(),
+            &mut bad.as_slice(),
+            NOW,
+            &mut producer,
+        )
         .unwrap_err();
     assert_eq!(err.kind, RefusalKind::Protocol);
     assert!(err.message.contains("negative"), "{}", err.message);
@@ -437,7 +467,13 @@ fn reauthenticates_at_a_request_boundary_before_the_session_ends() {
     // Before 85% of the session: requests flow untouched.
     let early = request(ApiKey::Metadata, 12, 1);
     let none = s
-        .downstream(&settings(), early.len(), &mut early.as_slice(), NOW + 8_000)
+        .downstream(
+            &settings(),
+            early.len(),
+            &mut early.as_slice(),
+            NOW + 8_000,
+            &mut producer,
+        )
         .unwrap();
     assert_eq!(none, None);
     // After 95%: SASL requests go in front of the next request that starts in the chunk.
@@ -445,7 +481,13 @@ fn reauthenticates_at_a_request_boundary_before_the_session_ends() {
     let chunk = [produce_acks0(2), request(ApiKey::Metadata, 12, 3)].concat();
     let due = NOW + 9_500; // past 95% of the 10 s session
     let inj = s
-        .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), due)
+        .downstream(
+            &settings(),
+            chunk.len(),
+            &mut chunk.as_slice(),
+            due,
+            &mut producer,
+        )
         .unwrap()
         .unwrap();
     assert_eq!(inj.offset, 0);
@@ -465,10 +507,22 @@ fn reauthenticates_at_a_request_boundary_before_the_session_ends() {
     .concat();
     for cut in 0..stream.len() {
         let mut s2 = authenticated(&settings());
-        s2.downstream(&settings(), early.len(), &mut early.as_slice(), NOW)
-            .unwrap();
+        s2.downstream(
+            &settings(),
+            early.len(),
+            &mut early.as_slice(),
+            NOW,
+            &mut producer,
+        )
+        .unwrap();
         assert!(s2
-            .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), due)
+            .downstream(
+                &settings(),
+                chunk.len(),
+                &mut chunk.as_slice(),
+                due,
+                &mut producer
+            )
             .unwrap()
             .is_some());
         let mut out = vec![];
@@ -506,10 +560,16 @@ fn reauthentication_goes_before_a_frame_inside_the_chunk() {
     // A chunk that ends inside a frame: that frame's start was in this chunk at offset 0.
     let second = request(ApiKey::Fetch, 12, 2);
     let chunk = [&first[10..], &second[..]].concat();
-    s.downstream(&settings(), 10, &mut &first[..10], NOW + 100)
+    s.downstream(&settings(), 10, &mut &first[..10], NOW + 100, &mut producer)
         .unwrap();
     let inj = s
-        .downstream(&settings(), chunk.len(), &mut chunk.as_slice(), NOW + 9_500)
+        .downstream(
+            &settings(),
+            chunk.len(),
+            &mut chunk.as_slice(),
+            NOW + 9_500,
+            &mut producer,
+        )
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -528,8 +588,14 @@ fn without_reauthentication_nothing_is_injected_and_answers_are_not_read() {
     let mut s = authenticated(&off);
     let req = request(ApiKey::Metadata, 12, 1);
     assert_eq!(
-        s.downstream(&off, req.len(), &mut req.as_slice(), NOW + 60_000)
-            .unwrap(),
+        s.downstream(
+            &off,
+            req.len(),
+            &mut req.as_slice(),
+            NOW + 60_000,
+            &mut producer
+        )
+        .unwrap(),
         None
     );
     let answer = client_answer(1);
@@ -551,7 +617,13 @@ fn refused_reauthentication_closes_the_connection() {
     let mut s = authenticated(&settings());
     let req = request(ApiKey::Metadata, 12, 1);
     assert!(s
-        .downstream(&settings(), req.len(), &mut req.as_slice(), NOW + 9_500)
+        .downstream(
+            &settings(),
+            req.len(),
+            &mut req.as_slice(),
+            NOW + 9_500,
+            &mut producer
+        )
         .unwrap()
         .is_some());
     let stream = [handshake_ok(), authenticate(58, Some("expired"), 0)].concat();
@@ -618,13 +690,21 @@ fn unauthenticated_connections_must_open_with_a_well_formed_api_versions_or_hand
         ] {
             let (mut s, settings) = passed_through(policy);
             // Byte by byte too: the verdict must not depend on the chunking.
-            let whole = s.downstream(&settings, first.len(), &mut first.as_slice(), NOW);
+            let whole = s.downstream(
+                &settings,
+                first.len(),
+                &mut first.as_slice(),
+                NOW,
+                &mut producer,
+            );
             let err = whole.expect_err(&format!("{name} under {policy:?}"));
             assert_eq!(err.kind, RefusalKind::Protocol, "{name}: {}", err.message);
             let (mut s, settings) = passed_through(policy);
             let mut refused = false;
             for b in first.iter() {
-                if s.downstream(&settings, 1, &mut &[*b][..], NOW).is_err() {
+                if s.downstream(&settings, 1, &mut &[*b][..], NOW, &mut producer)
+                    .is_err()
+                {
                     refused = true;
                     break;
                 }
@@ -635,7 +715,13 @@ fn unauthenticated_connections_must_open_with_a_well_formed_api_versions_or_hand
         let (mut s, settings) = passed_through(policy);
         let hello = request(ApiKey::ApiVersions, 3, 1);
         assert!(s
-            .downstream(&settings, hello.len(), &mut hello.as_slice(), NOW)
+            .downstream(
+                &settings,
+                hello.len(),
+                &mut hello.as_slice(),
+                NOW,
+                &mut producer
+            )
             .is_ok());
     }
     // Allowed to authenticate itself: a SaslHandshake may come first, and what follows
@@ -643,7 +729,13 @@ fn unauthenticated_connections_must_open_with_a_well_formed_api_versions_or_hand
     let (mut s, settings) = passed_through(ClientSaslPolicy::AllowWithoutIdentity);
     let stream = [request(ApiKey::SaslHandshake, 1, 1), gssapi.clone()].concat();
     assert!(s
-        .downstream(&settings, stream.len(), &mut stream.as_slice(), NOW)
+        .downstream(
+            &settings,
+            stream.len(),
+            &mut stream.as_slice(),
+            NOW,
+            &mut producer
+        )
         .is_ok());
 }
 
@@ -654,8 +746,14 @@ fn authenticated_connections_forward_api_keys_the_filter_does_not_know() {
     let mut newer = request(ApiKey::Metadata, 0, 1);
     newer[4..6].copy_from_slice(&999i16.to_be_bytes());
     assert_eq!(
-        s.downstream(&settings(), newer.len(), &mut newer.as_slice(), NOW)
-            .unwrap(),
+        s.downstream(
+            &settings(),
+            newer.len(),
+            &mut newer.as_slice(),
+            NOW,
+            &mut producer
+        )
+        .unwrap(),
         None
     );
 }
@@ -693,4 +791,78 @@ fn reauthentication_points_spread_over_85_to_95_percent_of_the_session() {
         distinct.len()
     );
     assert_eq!(point(42), point(42));
+}
+
+#[test]
+fn reauthentication_is_planned_in_milliseconds_for_sessions_of_any_length() {
+    // 85-95% of the session, to the millisecond: a session of 1.5 s is not re-authenticated
+    // after 0.85 s (whole seconds of it), nor one under a second at once.
+    for lifetime in [999i64, 1_500, 2_345, 10_001, 59_999, 3_599_085] {
+        for nonce in 0..64u64 {
+            let mut s = Session::new(&settings());
+            s.set_token_nonce(nonce.wrapping_mul(0x9e37_79b9));
+            s.start(&settings(), &producer(), NOW).unwrap();
+            let answers = [handshake_ok(), authenticate(0, None, lifetime)].concat();
+            s.upstream(&settings(), answers.len(), &mut answers.as_slice(), NOW)
+                .unwrap();
+            let after = s.reauthentication_due_at().unwrap() - NOW;
+            let (earliest, latest) = (lifetime as u64 * 850 / 1000, lifetime as u64 * 950 / 1000);
+            assert!(
+                (earliest..=latest).contains(&after),
+                "session of {lifetime} ms re-authenticated after {after} ms"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_peer_is_identified_again_at_each_reauthentication_and_only_then() {
+    let other = || Identification::Principal {
+        identity: "spiffe://cluster.local/ns/apps/sa/producer".into(),
+        principal: "producer".into(),
+    };
+    let refused = || Identification::NoPrincipal {
+        identity: "spiffe://cluster.local/ns/apps/sa/producer".into(),
+        reason: "trust domain \"cluster.local\" is not allowed".into(),
+    };
+    type Case = (&'static str, fn() -> Identification, Option<&'static str>);
+    let cases: [Case; 3] = [
+        ("same principal", producer, None),
+        ("another principal", other, Some("change of principal")),
+        ("no principal", refused, Some("no principal for identity")),
+    ];
+    for (name, identify, refusal) in cases {
+        let mut s = authenticated(&settings());
+        let mut asked = 0;
+        let mut peer = || {
+            asked += 1;
+            identify()
+        };
+        let req = request(ApiKey::Metadata, 12, 1);
+        // Before re-authentication is due, the peer is not asked.
+        s.downstream(
+            &settings(),
+            req.len(),
+            &mut req.as_slice(),
+            NOW + 8_000,
+            &mut peer,
+        )
+        .unwrap();
+        let due = s.downstream(
+            &settings(),
+            req.len(),
+            &mut req.as_slice(),
+            NOW + 9_600,
+            &mut peer,
+        );
+        match refusal {
+            None => assert!(due.unwrap().is_some(), "{name}"),
+            Some(why) => {
+                let err = due.unwrap_err();
+                assert_eq!(err.kind, RefusalKind::Reidentified, "{name}");
+                assert!(err.message.contains(why), "{name}: {}", err.message);
+            }
+        }
+        assert_eq!(asked, 1, "{name}");
+    }
 }

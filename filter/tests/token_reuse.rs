@@ -16,9 +16,12 @@ use base64::Engine;
 use kafka_identity_filter::config::{self, FilterConfig};
 use kafka_identity_filter::connection::Connection;
 use kafka_identity_filter::host::{ChunkSource, Clock, HostBuffer, HostError};
+use kafka_identity_filter::latest::Latest;
 use kafka_identity_filter::session::Identification;
 use kafka_identity_filter::token_cache::{TokenCache, DEFAULT_MAX_ENTRIES};
 use p256::pkcs8::EncodePrivateKey;
+
+mod support;
 
 const NOW: u64 = 1_700_000_000_000;
 const PRODUCER: &str = "spiffe://cluster.local/ns/apps/sa/producer";
@@ -148,19 +151,42 @@ fn reuse_off_gives_every_connection_its_own_token() {
 }
 
 #[test]
-fn a_new_configuration_never_serves_the_old_keys_token() {
-    let old = configured(&signed_config("old", ""));
-    let new = configured(&signed_config("new", ""));
-    let t_old = token_of_new_connection(&old, PRODUCER, NOW, 1);
-    let t_new = token_of_new_connection(&new, PRODUCER, NOW + 1, 2);
-    let kid = |t: &str| -> serde_json::Value {
-        serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(t.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    assert_eq!(kid(&t_old)["kid"], "old");
-    assert_eq!(kid(&t_new)["kid"], "new");
+fn a_switch_of_configuration_never_serves_the_old_keys_token() {
+    // What the glue does on a key rotation: the new configuration is published in the
+    // VM's table while connections of the old one are open and its cache holds a fresh
+    // token of the old key for the principal. Within the reuse window nothing in the old
+    // cache expires: only the switch can keep that token from being served.
+    let old = support::configured(&signed_config("old", ""));
+    let new = support::configured(&signed_config("new", ""));
+    let mut latest = Latest::default();
+    latest.configured(&support::filter(), 1, Rc::clone(&old));
+    let pem = support::workload_pem(PRODUCER);
+    let mut open = support::Client::open(&mut latest, 1, &old, pem.clone(), 1);
+    let first = open.round(&latest, NOW).unwrap().tokens;
+    let mut second = support::Client::open(&mut latest, 1, &old, pem.clone(), 2);
+    let cached = second.round(&latest, NOW + 1_000).unwrap().tokens;
+    assert_eq!(
+        first, cached,
+        "the old configuration's cache serves its token"
+    );
+    assert_eq!(support::kid(&first[0]), "old");
+
+    latest.configured(&support::filter(), 2, Rc::clone(&new));
+    // The open connection's re-authentication (its session of 10 s is 85-95% over)...
+    let reauth = open.round(&latest, NOW + 9_600).unwrap();
+    assert!(reauth.authenticated.unwrap().reauthentication);
+    assert_eq!(support::kid(&reauth.tokens[0]), "new");
+    // ...and a new connection get the new key's token.
+    let mut late = support::Client::open(&mut latest, 2, &new, pem.clone(), 3);
+    let fresh = late.round(&latest, NOW + 9_700).unwrap().tokens;
+    assert_eq!(support::kid(&fresh[0]), "new");
+    assert_eq!(
+        fresh, reauth.tokens,
+        "the new configuration's cache reuses its own token"
+    );
+    assert_eq!(
+        old.cache.len(),
+        1,
+        "the old token is still cached, just never served again"
+    );
 }

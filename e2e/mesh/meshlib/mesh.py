@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,14 @@ REGISTRY_HOST = f"registry.registry.svc.cluster.local:{topology.REGISTRY_PORT}"
 CLIENT_ENVOY, CLIENT_ISTIO = "1.40.0", "1.31.0"
 AUTHZ_SERVER = REPO / "e2e" / "tests" / "authz_server.py"
 AUTHZ_DELAY = 0.5   # seconds each check is held: clients pipeline while ext_authz pauses
+CHART = REPO / "deploy" / "helm" / "kafka-identity"
+
+
+@dataclass(frozen=True)
+class ChartRelease:
+    """A delivery installed with `helm install` (install_chart); in `Mesh.applied` beside the
+    kustomize directories, and removed by delete_kustomization like them."""
+    name: str
 
 
 class Mesh:
@@ -263,8 +272,31 @@ class Mesh:
         self.applied.append(Path(path))
 
     def delete_kustomization(self, path):
+        if isinstance(path, ChartRelease):
+            self.helm("uninstall", path.name, "--namespace", "kafka", what=f"helm uninstall {path.name}")
+            self.applied = [p for p in self.applied if p != path]
+            return
         self.kube.kubectl("delete", "-k", path, "--ignore-not-found", what=f"kubectl delete -k {path}")
         self.applied = [p for p in self.applied if p != Path(path)]
+
+    def helm(self, *args, what=None):
+        """Helm (scripts/install-deploy-tools) against this mesh's API server."""
+        helm_home = self.state / "helm"
+        env = dict(os.environ, HELM_CACHE_HOME=str(helm_home / "cache"), HELM_CONFIG_HOME=str(helm_home / "config"),
+                   HELM_DATA_HOME=str(helm_home / "data"))
+        return run([self.repo_tools / "deploy" / "bin" / "helm", "--kubeconfig", self.kube.kubeconfig, *args],
+                   what or f"helm {args[0]}", timeout=180, env=env)
+
+    def install_chart(self, values_file, sets, name="kafka-identity"):
+        """`helm install` of deploy/helm/kafka-identity into namespace kafka, as a user would."""
+        argv = ["upgrade", "--install", name, CHART, "--namespace", "kafka", "-f", values_file]
+        for k, v in sets.items():
+            argv += ["--set", f"{k}={v}"]
+        self.helm(*argv, what=f"helm upgrade --install {name} -f {Path(values_file).name}")
+        release = ChartRelease(name)
+        if release not in self.applied:
+            self.applied.append(release)
+        return release
 
     def oci_overlay(self, digest, plugin_config=None, base="wasmplugin-oci"):
         """A user's own overlay of deploy/istio/overlays/<base> (an oci:// WasmPlugin, or a

@@ -53,7 +53,13 @@ def test_delivery(mesh, proxy, delivery):
         record["chain"] = chains[0]["filters"]
     print(f"\n[istio {istio}, Envoy {envoy}, {delivery}] 9092 inbound chain: {' -> '.join(record['chain'])}")
     passed.append("9092 chain ends with our filter right before tcp_proxy; companion only on 1.30")
-    if delivery.startswith(("wasmplugin", "trafficextension")):
+    if delivery == "helm":
+        objects = {(o["kind"], o["metadata"]["name"]) for o in mesh.kube.get_json(
+            "trafficextensions,wasmplugins,envoyfilters", "-n", "kafka")["items"]}
+        assert ("TrafficExtension", "kafka-identity") in objects, objects
+        assert not any(kind == "WasmPlugin" for kind, _ in objects), objects
+        passed.append("helm install of deploy/helm/kafka-identity: the filter as the chart's TrafficExtension")
+    if delivery.startswith(("wasmplugin", "trafficextension")) or delivery == "helm":
         for b in mesh.brokers:
             ecds = {k: v for k, v in ecds_filters(mesh.sidecars[b.pod.name]).items() if OUR_FILTER.search(k)}
             assert ecds, f"{b.pod.name}: no ECDS resource for our {delivery}"
