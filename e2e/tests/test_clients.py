@@ -1,7 +1,8 @@
 """apps/producer may write `orders` but not read it; apps/consumer may read `orders` (group
 orders-readers) but not write it: each with kcat, Kafka's Java console tools, confluent-kafka,
-franz-go (Go) and kafka-python (pure Python, its own protocol code), all speaking plain TLS to
-Envoy with their workload certificate and no other change to their configuration. Each client
+franz-go (Go), kafka-python (pure Python, its own protocol code) and kafkajs (Node.js, node_client.py),
+all speaking plain TLS to Envoy with their workload certificate and no other change to their
+configuration. Each client
 library sends its own first requests (ApiVersions versions, metadata, client ids) and
 reconnects its own way."""
 
@@ -12,8 +13,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
 
 from conftest import REPO, SPIFFE, WAIT, authz, read_all
+from node_client import node_consume_group, node_produce, node_read
 
-CLIENTS = ["kcat", "java", "python", "go", "kafka-python"]
+CLIENTS = ["kcat", "java", "python", "go", "kafka-python", "node"]
 GO_CLIENT = REPO / ".tools" / "clients" / "go" / "kafka-identity-go-client"
 GROUP_CONSUMER_SETTINGS = {"session.timeout.ms": "10000", "auto.offset.reset": "earliest"}
 
@@ -54,6 +56,8 @@ def produce(stack, client, who, value, topic):
         return r.returncode == 0 and "produced" in r.stdout.splitlines(), out
     if client == "kafka-python":
         return kafka_python_produce(stack, who, topic, value)
+    if client == "node":
+        return node_produce(stack, who, topic, value)
     raise ValueError(client)
 
 
@@ -101,6 +105,8 @@ def consume_group(stack, client, who, topic, group, needle):
         return r.returncode == 0 and f"read {needle}" in r.stdout.splitlines(), r.stdout + r.stderr
     if client == "kafka-python":
         return kafka_python_consume_group(stack, who, topic, group, needle)
+    if client == "node":
+        return node_consume_group(stack, who, topic, group, needle)
     raise ValueError(client)
 
 
@@ -138,6 +144,8 @@ def read_without_group(stack, client, who, topic):
         return r.stdout + r.stderr
     if client == "kafka-python":
         return kafka_python_read(stack, who, topic)
+    if client == "node":
+        return node_read(stack, who, topic)
     raise ValueError(client)
 
 

@@ -299,24 +299,27 @@ class Mesh:
         return release
 
     def oci_overlay(self, digest, plugin_config=None, base="wasmplugin-oci"):
-        """A user's own overlay of deploy/istio/overlays/<base> (an oci:// WasmPlugin): url and
-        sha256, and optionally fields of pluginConfig (merged over the shipped one)."""
+        """A user's own overlay of deploy/istio/overlays/<base> (an oci:// WasmPlugin, or a
+        TrafficExtension for the *trafficextension* overlays): url and sha256, and optionally
+        fields of pluginConfig (merged over the shipped one)."""
+        # A TrafficExtension holds the WasmPlugin's fields under spec.wasm.
+        kind, spec = ("TrafficExtension", "/spec/wasm") if "trafficextension" in base else ("WasmPlugin", "/spec")
         name = base if not plugin_config else base + "-" + "-".join(
             f"{k}-{v}" for k, v in sorted(plugin_config.items()))
         d = self.state / "overlays" / name
         d.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(REPO / "deploy" / "istio" / "overlays" / base, d)
-        ops = [{"op": "replace", "path": "/spec/url",
+        ops = [{"op": "replace", "path": f"{spec}/url",
                 "value": f"oci://{REGISTRY_HOST}/kafka-identity/kafka-identity-wasm:mesh"},
-               {"op": "replace", "path": "/spec/sha256", "value": digest}]
-        ops += [{"op": "add", "path": f"/spec/pluginConfig/{k}", "value": v}
+               {"op": "replace", "path": f"{spec}/sha256", "value": digest}]
+        ops += [{"op": "add", "path": f"{spec}/pluginConfig/{k}", "value": v}
                 for k, v in sorted((plugin_config or {}).items())]
-        # By kind, not name: each overlay has one WasmPlugin (the waypoint's is named
-        # kafka-identity-waypoint).
+        # By kind, not name: each overlay has one WasmPlugin or TrafficExtension (the waypoint's
+        # is named kafka-identity-waypoint).
         (d / "kustomization.yaml").write_text(yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "resources": [rel],
-            "patches": [{"target": {"kind": "WasmPlugin"},
+            "patches": [{"target": {"kind": kind},
                          "patch": yaml.safe_dump(ops)}]}, sort_keys=False))
         return d
 

@@ -12,6 +12,8 @@ BOOTSTRAP = f"kafka.kafka.svc.cluster.local:{CLIENT_PORT}"
 # proxy -> (Envoy version, Istio version the proxy announces)
 PROXIES = {"1.30": ("1.38.2", "1.30.3"), "1.31": ("1.40.0", "1.31.0")}
 DELIVERIES = ("envoyfilter", "wasmplugin-file", "wasmplugin-oci", "helm")
+# Istio 1.30+'s TrafficExtension API (deploy/istio/overlays/trafficextension-*): run on the 1.31 proxies.
+TRAFFICEXTENSION_DELIVERIES = ("trafficextension-file", "trafficextension-oci")
 HELM_VALUES = REPO / "deploy" / "helm" / "kafka-identity" / "examples" / "trafficextension-oci.yaml"
 
 
@@ -24,8 +26,8 @@ def oci_digest(mesh):
 def overlay_dir(mesh, delivery, plugin_config=None):
     if delivery == "helm":
         return ChartRelease("kafka-identity")
-    if delivery == "wasmplugin-oci":
-        return mesh.oci_overlay(oci_digest(mesh), plugin_config)
+    if delivery.endswith("-oci"):
+        return mesh.oci_overlay(oci_digest(mesh), plugin_config, base=delivery)
     if plugin_config:
         raise ValueError("only the oci delivery takes a pluginConfig patch here")
     return REPO / "deploy" / "istio" / "overlays" / delivery
@@ -53,7 +55,7 @@ def deliver(mesh, proxy, delivery, plugin_config=None):
             "wasm.url": f"oci://{REGISTRY_HOST}/kafka-identity/kafka-identity-wasm:mesh",
             "wasm.sha256": oci_digest(mesh), "mesh.internalListenersPolicy": "false"})
     else:
-        if delivery != "wasmplugin-oci":
+        if not delivery.endswith("-oci"):
             mesh.publish_wasm_configmap()
         mesh.apply_kustomization(target)
     for name in brokers:

@@ -261,6 +261,49 @@ def test_the_clients_certificate_reaches_the_filter_in_the_waypoint(mesh, ambien
                   "and consumer are authenticated as their SPIFFE principals")
 
 
+# The ECDS resource istiod names after the waypoint's TrafficExtension (a WasmPlugin's synthetic
+# one adds "~istio-translated-wasmplugin").
+WAYPOINT_TRAFFICEXTENSION = f"extensions.istio.io/trafficextension/{KAFKA_NS}.kafka-identity-waypoint"
+
+
+def test_trafficextension_in_the_waypoint(mesh, ambient):
+    """overlays/ambient-waypoint-trafficextension (Istio 1.30+'s API) replaces the waypoint's
+    WasmPlugin in place: the same filter as a TrafficExtension with targetRefs to the waypoint.
+    Its own ECDS resource is then the one kafka_identity filter, last before tcp_proxy, in every
+    9092 chain, and the clients get their principals as with the WasmPlugin (the same checks)."""
+    passed = Checks(RECORD["checks"])
+    wp = ambient.waypoint
+    istiod_mark = LogMark(mesh.istiod.proc.log)
+    ambient.apply_overlay("ambient-waypoint-trafficextension")
+    mesh.kube.kubectl("delete", "wasmplugin", "kafka-identity-waypoint", "-n", KAFKA_NS, "--ignore-not-found",
+                      what="the waypoint's WasmPlugin, replaced by the TrafficExtension")
+    hosts = [f"{s}.{KAFKA_NS}.svc.cluster.local" for s in SERVICES]
+
+    def loaded():
+        chains = waypoint_chains(wp)
+        module = ecds_filters(wp).get(WAYPOINT_TRAFFICEXTENSION, {})
+        if all(our_chain_ok(chains.get(h, [])) and chains[h][-2] == WAYPOINT_TRAFFICEXTENSION
+               and sum(bool(OUR_FILTER.search(f)) for f in chains[h]) == 1 for h in hosts) \
+                and "wasm" in str(module.get("@type", "")):
+            return chains
+        return None
+    chains = wait_until("the TrafficExtension, with its module, alone in the waypoint's 9092 chain of every Kafka "
+                        "Service", loaded, timeout=120)
+    assert rejected_updates(wp) == {}, f"the waypoint rejected configuration: {rejected_updates(wp)}"
+    nacks = [ln for ln in istiod_mark.lines() if "ACK ERROR" in ln]
+    assert nacks == [], f"istiod logged NACKs: {nacks[:3]}"
+    for host in hosts:
+        print(f"\n[waypoint, TrafficExtension] main_internal chain inbound-vip|9092|tcp|{host}: "
+              f"{' -> '.join(chains[host])}")
+    code = str(ecds_filters(wp)[WAYPOINT_TRAFFICEXTENSION])
+    assert "/var/lib/istio/data/" in code, f"the TrafficExtension's module not from the OCI cache: {code[:400]}"
+    assert "io.istio.peer_principal" in code, f"the TrafficExtension lacks waypoint mode: {code[:600]}"
+    passed.append(f"TrafficExtension in place of the WasmPlugin: {WAYPOINT_TRAFFICEXTENSION} is the one "
+                  f"kafka_identity filter, right before tcp_proxy, in the 9092 chain of each of {', '.join(SERVICES)}; "
+                  "module from the OCI cache, waypoint configuration; no NACK")
+    test_ambient_clients_get_their_own_principals(mesh, ambient)
+
+
 def test_ambient_summary(ambient, earlier_outcomes):
     print("\n==== ambient summary ====")
     print(f"- waypoint: Istio {WAYPOINT_ISTIO} (announced) on Envoy {WAYPOINT_ENVOY}; chain "

@@ -16,10 +16,13 @@ from checks import (OUR_FILTER, PEER_CERT_FILTER, Checks, LogMark, authz, each_d
                     inbound_chains, java_round_trip, prometheus_counter, rejected_updates, scraped_counter, wait_any,
                     wait_until, write_every_partition)
 from conftest import CONSUMER, GROUP, PRODUCER, TOPIC, check_summary
-from deliveries import BOOTSTRAP, DELIVERIES, PROXIES, deliver, our_chain_ok
+from deliveries import BOOTSTRAP, DELIVERIES, PROXIES, TRAFFICEXTENSION_DELIVERIES, deliver, our_chain_ok
 from meshlib.topology import AUTHZ_PROVIDER, CLIENT_PORT, CONTROLLER_PORT, INTERNAL_PORT
 
-PASSES = [(v, d) for v in PROXIES for d in DELIVERIES]
+PASSES = [(v, d) for v in PROXIES for d in DELIVERIES] + [("1.31", d) for d in TRAFFICEXTENSION_DELIVERIES]
+# The ECDS resource istiod names after a TrafficExtension (pilot/pkg/model/extensions.go); a
+# WasmPlugin's synthetic one adds "~istio-translated-wasmplugin".
+TRAFFICEXTENSION_ECDS = "extensions.istio.io/trafficextension/kafka.kafka-identity"
 RESULTS = {}   # (proxy, delivery) -> {"chain": ..., "checks": [...]}
 
 
@@ -56,15 +59,23 @@ def test_delivery(mesh, proxy, delivery):
         assert ("TrafficExtension", "kafka-identity") in objects, objects
         assert not any(kind == "WasmPlugin" for kind, _ in objects), objects
         passed.append("helm install of deploy/helm/kafka-identity: the filter as the chart's TrafficExtension")
-    if delivery.startswith("wasmplugin") or delivery == "helm":
+    if delivery.startswith(("wasmplugin", "trafficextension")) or delivery == "helm":
         for b in mesh.brokers:
             ecds = {k: v for k, v in ecds_filters(mesh.sidecars[b.pod.name]).items() if OUR_FILTER.search(k)}
-            assert ecds, f"{b.pod.name}: no ECDS resource for our WasmPlugin"
+            assert ecds, f"{b.pod.name}: no ECDS resource for our {delivery}"
             code = json.dumps(ecds)
-            want = "/var/local/lib/kafka-identity/" if delivery == "wasmplugin-file" else "/var/lib/istio/data/"
+            want = "/var/local/lib/kafka-identity/" if delivery.endswith("-file") else "/var/lib/istio/data/"
             assert want in code, f"{b.pod.name}: ECDS module not from {want}: {code[:400]}"
-        passed.append("ECDS resource carries the module from " + ("the mounted file" if delivery == "wasmplugin-file"
+            if delivery.startswith("trafficextension"):
+                # The TrafficExtension itself is in the chain, not a translated WasmPlugin (a
+                # WasmPlugin's resource of the pass before may linger while its chain drains).
+                chains = [c["filters"] for c in inbound_chains(mesh.sidecars[b.pod.name])]
+                assert all(f[-2] == TRAFFICEXTENSION_ECDS for f in chains) and TRAFFICEXTENSION_ECDS in ecds, \
+                    f"{b.pod.name}: chains {chains}, ECDS {list(ecds)}"
+        passed.append("ECDS resource carries the module from " + ("the mounted file" if delivery.endswith("-file")
                                                                     else "pilot-agent's OCI cache"))
+        if delivery.startswith("trafficextension"):
+            passed.append(f"the filter in the chain is the TrafficExtension's ECDS resource {TRAFFICEXTENSION_ECDS}")
 
     # -- ACL outcomes from plain clients ----------------------------------------------------------
     run = f"{proxy}-{delivery}-{uuid.uuid4().hex[:6]}"
