@@ -9,8 +9,8 @@ hour: records, lost and duplicated (by the hour they were sent), re-authenticati
 authentications, refusals, memory and descriptors, faults.
 
     KAFKA_IDENTITY_MESH_SOAK_HOURS          hours of the whole run, half in each mode (make
-                                            soak-mesh: SOAK_HOURS, default 6). Unset: make
-                                            test's short version, 3 minutes in sidecar mode.
+                                            soak-mesh: SOAK_HOURS, default 6). Unset: the
+                                            test is skipped (not in make test's mesh pass).
     KAFKA_IDENTITY_MESH_SOAK_FAULT_MINUTES  "lo-hi": minutes between two faults (default 20-40;
                                             3-5 for runs under 2 hours, 1-1.5 for the short one)
     KAFKA_IDENTITY_MESH_SOAK_BUCKET_S       the per-hour table's row length (3600; 300 under 2 h)
@@ -48,6 +48,9 @@ RATE = float(os.environ.get("KAFKA_IDENTITY_MESH_SOAK_RATE", "20"))
 SAMPLE_S = 60
 FIGURES = REPO / "e2e" / ".state" / "figures"
 REPLICA = f"{WAYPOINT}-b"
+# Not in make test's mesh pass: even the short version (3 minutes of workload) is more than the
+# pass's budget for new scenarios; make soak-mesh SOAK_HOURS=0.1 is the quick check.
+pytestmark = pytest.mark.skipif(not HOURS_SET, reason="make soak-mesh (KAFKA_IDENTITY_MESH_SOAK_HOURS)")
 
 
 class Soak:
