@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from checks import wait_until
 from conftest import CONSUMER, PRODUCER
 from deliveries import BOOTSTRAP
@@ -36,6 +38,10 @@ RATE = float(os.environ.get("KAFKA_IDENTITY_MESH_FAULT_RATE", "40"))     # recor
 REPEATS = range(int(os.environ.get("KAFKA_IDENTITY_MESH_FAULT_REPEATS", "1")))
 # make e2e-mesh-faults sets it: the scenarios too long for make test's mesh pass run there.
 LONG = os.environ.get("KAFKA_IDENTITY_MESH_LONG") == "1"
+# Scenarios written but not yet seen green on the mesh: out of every make target until a run
+# proves them (KAFKA_IDENTITY_MESH_UNPROVEN=1 runs them, e.g. with e2e/mesh/run -k).
+UNPROVEN = pytest.mark.skipif(os.environ.get("KAFKA_IDENTITY_MESH_UNPROVEN") != "1",
+                              reason="not yet seen green on the mesh (KAFKA_IDENTITY_MESH_UNPROVEN=1)")
 
 # Outcome counters and the `outcome=` values the filter logs for them (docs/operations.md).
 OUTCOME_OF = {"authenticated": ("authenticated",), "reauthenticated": ("reauthenticated",),
