@@ -88,6 +88,9 @@ def probe_client(mesh, label):
 @pytest.fixture(scope="module")
 def upgrades(mesh):
     ensure_topic(mesh)
+    # The starting point of every upgrade: the shipped oci delivery (and mesh.oci_digest set,
+    # whichever tests ran before).
+    deliver(mesh, "1.31", "wasmplugin-oci")
     yield mesh
     # The next tests expect the shipped oci delivery, the module of `make wasm`, wasm at info.
     debug_logs(mesh, "info")
