@@ -159,6 +159,7 @@ def _settled(mesh):
     return second if first == second else None
 
 
+@pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
 def test_upgrade_oci_new_tag_under_load(upgrades):
     """WasmPlugin oci://: a new image tag and its sha256. ECDS replaces the filter's
     configuration: new connections get new VMs; open connections keep the VM they were
@@ -340,6 +341,7 @@ def bad_upgrade(mesh, name, apply_bad, expect, restart_one=None):
             "log_lines": envoy_lines[:12]}
 
 
+@pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
 def test_bad_upgrade_sha256_mismatch(upgrades):
     """A new tag with the old sha256 (the tag bumped, the digest forgotten): pilot-agent refuses
     the image and puts Istio's deny-all RBAC filter in ours' place (the WasmPlugin's default
