@@ -510,6 +510,7 @@ class Ambient:
         m = self.mesh
         pod = waypoint_pod(name)
         self._add_pods([pod])
+        self._write_hosts(with_ambient=True)     # its /etc/hosts (pod-exec mounts it), others' with its name
         obj = topology.pod_object(pod)
         m.kube.apply([obj], f"waypoint replica {name}")
         m.kube.set_pod_running(pod.namespace, pod.name, pod.ip, NODE_IP, obj["spec"]["containers"])

@@ -343,15 +343,18 @@ def bad_upgrade(mesh, name, apply_bad, expect, restart_one=None):
 
 @pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
 def test_bad_upgrade_sha256_mismatch(upgrades):
-    """A new tag with the old sha256 (the tag bumped, the digest forgotten): pilot-agent refuses
-    the image and puts Istio's deny-all RBAC filter in ours' place (the WasmPlugin's default
-    failStrategy FAIL_CLOSE). Open connections keep the filter they were opened with; new
-    connections are refused until the rollback."""
+    """A new tag with a sha256 that matches no image (a digest mistyped): pilot-agent fetches
+    the image, refuses it and puts Istio's deny-all RBAC filter in ours' place (the WasmPlugin's
+    default failStrategy FAIL_CLOSE). Open connections keep the filter they were opened with;
+    new connections are refused until the rollback. (A new tag with the *old* sha256 is no
+    mismatch at all: pilot-agent finds that sha256 in its cache and fetches nothing, measured
+    in docs/operations.md.)"""
     mesh = upgrades
     v3 = new_module(mesh, f"v3-{uuid.uuid4().hex[:6]}")
-    push_image(mesh, v3, v3.label)
+    digest = push_image(mesh, v3, v3.label)
+    mistyped = digest[:-1] + ("0" if digest[-1] != "0" else "1")
     figures = bad_upgrade(mesh, "sha256", lambda: apply(mesh, oci_overlay(mesh, "oci-bad-sha", v3.label,
-                                                                          mesh.oci_digest)), "deny")
+                                                                          mistyped)), "deny")
     record(mesh, "bad upgrade: sha256 mismatch", figures)
     assert figures["new_client_while_bad"]["delivered"] == 0, f"a new client was served by the deny-all: {figures}"
     assert any(c["rbac_denied"] for c in figures["while_bad"].values()), figures
