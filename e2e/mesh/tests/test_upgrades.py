@@ -341,6 +341,7 @@ def bad_upgrade(mesh, name, apply_bad, expect, restart_one=None):
             "log_lines": envoy_lines[:12]}
 
 
+@UNPROVEN
 @pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
 def test_bad_upgrade_sha256_mismatch(upgrades):
     """A new tag with a sha256 that matches no image (a digest mistyped): pilot-agent fetches
