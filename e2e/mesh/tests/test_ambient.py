@@ -330,7 +330,6 @@ def test_fault_waypoint_killed_and_restarted(mesh, faults, repeat):
 
 @pytest.mark.parametrize("repeat", REPEATS)
 @pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
-@UNPROVEN
 def test_fault_one_of_two_waypoint_replicas_killed(mesh, faults, repeat):
     """Two waypoint replicas share the clients' connections; one is killed (SIGKILL) and not
     restarted. Its clients reconnect through the other, authenticated by its filter."""

@@ -20,7 +20,7 @@ host would have); a configuration the filter refuses. Each measures what Envoy d
 open or closed, does the old filter keep serving), the counters and log lines an operator
 sees, and that rolling back (applying the previous WasmPlugin) restores new connections.
 
-Only the oci:// upgrade has been seen green (docs/reliability.md, scenario 11). The tests
+Only the oci:// upgrade and the sha256 mismatch have been seen green (docs/reliability.md, scenario 11). The tests
 marked UNPROVEN state in their docstrings what they expect of Envoy and Istio; none of that
 has been observed yet."""
 
@@ -345,7 +345,6 @@ def bad_upgrade(mesh, name, apply_bad, expect, restart_one=None):
             "log_lines": envoy_lines[:12]}
 
 
-@UNPROVEN
 @pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
 def test_bad_upgrade_sha256_mismatch(upgrades):
     """A new tag with a sha256 that matches no image (a digest mistyped): pilot-agent fetches
