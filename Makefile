@@ -14,8 +14,9 @@ KAFKA_MATRIX ?= 3.9.2 4.0.2 4.4.0
 # The non-default Kafka version `make test` also runs the whole e2e suite on (e2e-kafka-3.9).
 KAFKA_TEST_VERSION ?= 3.9.2
 SOAK_MINUTES ?= 30
+SOAK_HOURS ?= 6
 
-.PHONY: help setup prebuild-tools rust-target wasm native native-panic-test native-probe native-smoke cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak completions clean
+.PHONY: help setup prebuild-tools rust-target wasm native native-panic-test native-probe native-smoke cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak soak-mesh completions clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -36,7 +37,8 @@ help:
 	@echo "make reproducible build the .wasm again from nothing and require the same bytes"
 	@echo "make deploy-check validate every Istio/Kafka/Strimzi manifest, the Helm chart, the dashboard and alerts offline; check the OCI image and one version everywhere"
 	@echo "make e2e-mesh    Istio mesh end to end: kube-apiserver, istiod, sidecars, 3 brokers (no Docker)"
-	@echo "make e2e-mesh-faults  the mesh's fault scenarios repeated FAULT_REPEATS times, with a summary"
+	@echo "make e2e-mesh-faults  the mesh's fault, ambient-fault and filter-upgrade scenarios, FAULT_REPEATS times, with a summary"
+	@echo "make soak-mesh   the mesh soak: sidecars then waypoint, a fault every 20-40 min, for SOAK_HOURS (default $(SOAK_HOURS))"
 	@echo "make cli         build target/release/kafka-identity; make completions: its bash/zsh/fish completions"
 	@echo "make e2e-kind    kind + Istio end to end: its own Docker engine, every image built here (root)"
 	@echo "make fuzz        run every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz)"
@@ -193,11 +195,20 @@ e2e-mesh: setup wasm
 
 FAULT_REPEATS ?= 5
 # Broker kill, rolling restart and sidecar restart FAULT_REPEATS times each (spread of the
-# recovery times for docs/reliability.md), then istiod away and a config push.
+# recovery times for docs/reliability.md), then istiod away and a config push; the ambient
+# faults (test_ambient.py::test_fault_*) and the filter upgrades (test_upgrades.py), with the
+# long ones that make test's mesh pass skips (KAFKA_IDENTITY_MESH_LONG=1).
 e2e-mesh-faults: setup wasm
 	scripts/install-mesh
-	KAFKA_IDENTITY_MESH_FAULT_REPEATS=$(FAULT_REPEATS) e2e/mesh/run -k test_reliability
+	KAFKA_IDENTITY_MESH_FAULT_REPEATS=$(FAULT_REPEATS) KAFKA_IDENTITY_MESH_LONG=1 \
+	  e2e/mesh/run -k "test_reliability or test_fault_ or test_upgrades"
 	.tools/venv/bin/python e2e/mesh/reliability_report.py
+
+# The mesh soak (tests/test_soak_mesh.py): SOAK_HOURS, half with sidecars, half through the
+# waypoint, one fault every 20-40 minutes; figures in e2e/.state/figures/soak-mesh-<h>h.json.
+soak-mesh: setup wasm
+	scripts/install-mesh
+	KAFKA_IDENTITY_MESH_SOAK_HOURS=$(SOAK_HOURS) e2e/mesh/run -s -k test_soak_mesh
 
 # kind + Istio end to end on this machine: its own Docker engine and every image built here from
 # pinned parts (e2e/kind/local; root). KIND_ARGS go to e2e/kind/run, e.g. --delivery envoyfilter.

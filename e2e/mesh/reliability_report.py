@@ -1,5 +1,6 @@
 """Summarises e2e/.state/mesh/reliability.jsonl (one line per fault run of
-tests/test_reliability.py) as a Markdown table: per scenario the number of runs, the records
+tests/test_reliability.py, the ambient faults of tests/test_ambient.py and the upgrades of
+tests/test_upgrades.py) as a Markdown table: per scenario the number of runs, the records
 moved, losses and duplicates, and the stalls as median [min-max].
 
     .tools/venv/bin/python e2e/mesh/reliability_report.py [FILE]
@@ -12,8 +13,10 @@ from collections import OrderedDict
 from pathlib import Path
 
 DEFAULT = Path(__file__).resolve().parents[1] / ".state" / "mesh" / "reliability.jsonl"
-SPREAD = ("producer_stall_s", "consumer_stall_s", "broker_down_s", "restart_s", "sidecar_down_s")
-SUMS = ("records", "lost", "duplicates", "client_link_events", "new_authentications",
+SPREAD = ("producer_stall_s", "consumer_stall_s", "broker_down_s", "restart_s", "sidecar_down_s",
+          "waypoint_down_s", "upgrade_running_after_s", "rollback_running_after_s")
+SUMS = ("records", "acked", "read_back", "lost", "duplicates", "client_disconnects", "client_errors",
+        "client_link_events", "new_authentications",
         "new_connections_while_away", "authenticated_while_away", "reauthentications_after_push")
 
 

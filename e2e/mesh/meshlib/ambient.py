@@ -68,7 +68,8 @@ COMPAT_ENVOYFILTER = "mesh-harness-waypoint-compat"
 REGISTRY_HOST = f"registry.registry.svc.cluster.local:{topology.REGISTRY_PORT}"
 
 
-def waypoint_pod():
+def waypoint_pod(name=WAYPOINT):
+    """A pod of the waypoint's Deployment (`name`: another replica's)."""
     # The labels Istio's waypoint Deployment gives its pods (manifests/.../waypoint.yaml);
     # istiod finds the waypoint's workloads by gateway-name.
     labels = {"gateway.networking.k8s.io/gateway-name": WAYPOINT,
@@ -76,7 +77,7 @@ def waypoint_pod():
               "gateway.istio.io/managed": "istio.io-mesh-controller",
               "istio.io/dataplane-mode": "none", "sidecar.istio.io/inject": "false",
               "service.istio.io/canonical-name": WAYPOINT, "service.istio.io/canonical-revision": "latest"}
-    return Pod(WAYPOINT, KAFKA_NS, WAYPOINT, labels, sidecar=False, ports=[HBONE_PORT, 15021, 15020],
+    return Pod(name, KAFKA_NS, WAYPOINT, labels, sidecar=False, ports=[HBONE_PORT, 15021, 15020],
                workload=WAYPOINT)
 
 
@@ -157,13 +158,17 @@ class WaypointProxy(Sidecar):
 class HboneClient:
     """The client side of ztunnel for one pod: an upstream Envoy that carries the pod's TCP
     connections over HBONE (HTTP/2 CONNECT in mTLS, TLS 1.3, the pod's own SPIFFE certificate),
-    to the waypoint for Service VIPs and to the destination pod's 15008 for pod IPs."""
+    to the waypoint for Service VIPs and to the destination pod's 15008 for pod IPs. The
+    waypoint's addresses come from a file (EDS), rewritten when its replicas change, as ztunnel
+    learns the waypoint's ready pods from istiod."""
 
-    def __init__(self, pod, mesh, waypoint_ip):
+    def __init__(self, pod, mesh, waypoint_ips):
         self.pod = pod
         self.mesh = mesh
-        self.waypoint_ip = waypoint_ip
+        self.waypoint_ips = list(waypoint_ips)
         self.dir = pod.dir / "hbone-client"
+        self.eds_dir = self.dir / "eds"
+        self.eds_version = 0
         self.proc = None
 
     def prepare(self, ca_state):
@@ -174,8 +179,26 @@ class HboneClient:
             f"certificate for ambient pod {self.pod.name}")
         shutil.copy(ca_state / "ca" / "ca.crt", certs / "root-cert.pem")
         (self.dir / "envoy.json").write_text(json.dumps(self.config(certs), indent=1))
+        self.eds_dir.mkdir(exist_ok=True)
+        self.set_waypoints(self.waypoint_ips)
         for path in [self.dir, *self.dir.rglob("*")]:
             os.chown(path, PROXY_UID, PROXY_UID)
+
+    def set_waypoints(self, ips):
+        """The waypoint's ready pods, as istiod tells ztunnel: Envoy reads the file again when a
+        new one is moved into its directory. Connections to a pod no longer listed are not cut;
+        new ones go to the pods listed."""
+        self.waypoint_ips = list(ips)
+        self.eds_version += 1
+        assignment = {"version_info": str(self.eds_version), "resources": [{
+            "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            "cluster_name": "waypoint",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": ip, "port_value": HBONE_PORT}}}} for ip in self.waypoint_ips]}]}]}
+        tmp = self.dir / "waypoint-eds.json.tmp"
+        tmp.write_text(json.dumps(assignment))
+        os.chown(tmp, PROXY_UID, PROXY_UID)
+        os.replace(tmp, self.eds_dir / "waypoint.json")
 
     def config(self, certs):
         def tls(san_matcher):
@@ -219,10 +242,10 @@ class HboneClient:
                     "filter_chains": [chain("to_waypoint", SERVICE_NET, "waypoint"),
                                       chain("to_pod", str(POD_NET), "pod_hbone")]}],
                 "clusters": [
-                    {"name": "waypoint", "type": "STATIC", "connect_timeout": "5s",
-                     "load_assignment": {"cluster_name": "waypoint", "endpoints": [{"lb_endpoints": [
-                         {"endpoint": {"address": {"socket_address": {"address": self.waypoint_ip,
-                                                                      "port_value": HBONE_PORT}}}}]}]},
+                    {"name": "waypoint", "type": "EDS", "connect_timeout": "5s",
+                     "eds_cluster_config": {"eds_config": {"resource_api_version": "V3", "path_config_source": {
+                         "path": str(self.eds_dir / "waypoint.json"),
+                         "watched_directory": {"path": str(self.eds_dir)}}}},
                      # ztunnel checks the waypoint's identity too.
                      "transport_socket": tls({"exact": WAYPOINT_ID}),
                      "typed_extension_protocol_options": h2},
@@ -278,6 +301,7 @@ class Ambient:
         self.waypoint_pod = waypoint_pod()
         self.clients = {}          # pod name -> HboneClient
         self.waypoint = None
+        self.replicas = []         # waypoint replicas added by a test (add_replica), beyond the first
         self.services = []         # Services of the overlay, with their VIPs once applied
         self.timings = {}
         self.broker_proxies = {}   # broker pod -> (Envoy, Istio) of its sidecar before the pass
@@ -307,9 +331,8 @@ class Ambient:
         self._timed("waypoint", self._waypoint)
         self._timed("hbone clients", self._hbone_clients)
 
-    def _pods(self):
+    def _add_pods(self, pods):
         m = self.mesh
-        pods = [self.waypoint_pod, *client_pods()]
         for pod in pods:
             pod.ip = m.net.add_pod(pod.name)
             pod.netns = m.net.ns_of(pod.name)
@@ -317,6 +340,11 @@ class Ambient:
             (pod.dir / "varlib").mkdir(parents=True, exist_ok=True)
             (pod.dir / "resolv.conf").write_text(topology.RESOLV_CONF)
             m.pods[pod.name] = pod
+
+    def _pods(self):
+        m = self.mesh
+        pods = [self.waypoint_pod, *client_pods()]
+        self._add_pods(pods)
         objects = [{"apiVersion": "v1", "kind": "ServiceAccount",
                     "metadata": {"name": WAYPOINT, "namespace": KAFKA_NS}}]
         pod_objects = {p.name: topology.pod_object(p) for p in pods}
@@ -337,9 +365,17 @@ class Ambient:
         m.kube.apply(objects, "ambient pods, the waypoint's service account and Service")
         for p in pods:
             m.kube.set_pod_running(p.namespace, p.name, p.ip, NODE_IP, pod_objects[p.name]["spec"]["containers"])
-        wp = self.waypoint_pod
-        m.kube.apply([endpoint_slice(WAYPOINT, KAFKA_NS, [("status-port", 15021), ("mesh", HBONE_PORT)],
-                                     [(wp.name, wp.ip, None)], False)], "EndpointSlice of the waypoint")
+        self._waypoint_endpoints([self.waypoint_pod])
+
+    def _waypoint_endpoints(self, pods):
+        """The waypoint Service's ready pods: its EndpointSlice (what the endpoint-slice
+        controller writes once the kubelet reports them ready) and what the ambient pods'
+        ztunnel stand-ins send to."""
+        self.mesh.kube.apply([endpoint_slice(WAYPOINT, KAFKA_NS, [("status-port", 15021), ("mesh", HBONE_PORT)],
+                                             [(p.name, p.ip, None) for p in pods], False)],
+                             "EndpointSlice of the waypoint")
+        for hc in self.clients.values():
+            hc.set_waypoints([p.ip for p in pods])
 
     def apply_overlay(self, name):
         """A user's own copy of deploy/istio/overlays/<name> with the WasmPlugin's url and sha256
@@ -450,15 +486,64 @@ class Ambient:
         wp.prepare(m.python, REPO / "e2e" / "local" / "issue_cert.py", m.state / "ca-state")
         self.waypoint = wp
         m.extra_logs["waypoint"] = wp.pod.dir / f"waypoint-{WAYPOINT_ENVOY}.log"
+        self.start_waypoint(wp, wait_filter=False)
+
+    def start_waypoint(self, wp, wait_filter=True):
+        """Starts a waypoint replica's pilot-agent and Envoy (again, after a crash: its OCI
+        cache is kept, as in a restarted container); with `wait_filter`, until its 9092 chains
+        run our filter with its module."""
         # pilot-agent pulls the WasmPlugin's image from the harness's plain-HTTP registry.
         wp.start(WAYPOINT_ENVOY, WAYPOINT_ISTIO, {"WASM_INSECURE_REGISTRIES": REGISTRY_HOST})
         wp.wait_ready()
+        if wait_filter:
+            wait_for(f"our filter with its module in the 9092 chains of {wp.pod.name}",
+                     lambda: filter_loaded(wp), 120, procs=[wp.proc])
+
+    def waypoints(self):
+        """{pod name: WaypointProxy} of every replica running."""
+        return {wp.pod.name: wp for wp in [self.waypoint, *self.replicas] if wp}
+
+    def add_replica(self, name):
+        """A second pod of the waypoint's Deployment (as `kubectl scale` would make): its own
+        certificate of the waypoint's service account, its own pilot-agent and Envoy; the
+        clients send to both once it runs the filter."""
+        m = self.mesh
+        pod = waypoint_pod(name)
+        self._add_pods([pod])
+        self._write_hosts(with_ambient=True)     # its /etc/hosts (pod-exec mounts it), others' with its name
+        obj = topology.pod_object(pod)
+        m.kube.apply([obj], f"waypoint replica {name}")
+        m.kube.set_pod_running(pod.namespace, pod.name, pod.ip, NODE_IP, obj["spec"]["containers"])
+        wp = WaypointProxy(pod, m)
+        wp.prepare(m.python, ISSUE_CERT, m.state / "ca-state")
+        self.replicas.append(wp)
+        m.extra_logs[f"waypoint {name}"] = pod.dir / f"waypoint-{WAYPOINT_ENVOY}.log"
+        self.start_waypoint(wp)
+        self._waypoint_endpoints([w.pod for w in self.waypoints().values()])
+        return wp
+
+    def mark_gone(self, wp):
+        """A replica whose pod is gone (killed, not restarted): out of the endpoints, as once
+        the kubelet reports it not ready."""
+        self._waypoint_endpoints([w.pod for w in self.waypoints().values() if w is not wp])
+
+    def mark_ready(self):
+        """Every replica running is in the endpoints again (a restarted pod ready again)."""
+        self._waypoint_endpoints([w.pod for w in self.waypoints().values()])
+
+    def remove_replica(self, wp):
+        """Scales the waypoint back: the replica stopped, its pod deleted."""
+        wp.stop()
+        self.replicas = [w for w in self.replicas if w is not wp]
+        self._waypoint_endpoints([w.pod for w in self.waypoints().values()])
+        self.mesh.kube.kubectl("delete", "pod", "-n", KAFKA_NS, wp.pod.name, "--ignore-not-found", "--wait=false",
+                               what=f"delete waypoint replica {wp.pod.name}")
 
     def _hbone_clients(self):
         m = self.mesh
         for pod in client_pods():
             pod = m.pods[pod.name]
-            hc = HboneClient(pod, m, self.waypoint_pod.ip)
+            hc = HboneClient(pod, m, [self.waypoint_pod.ip])
             hc.prepare(m.state / "ca-state")
             hc.capture_traffic()
             m.extra_logs[f"hbone-client {pod.name}"] = hc.dir / "envoy.log"
@@ -468,8 +553,8 @@ class Ambient:
     def stop_processes(self):
         for hc in self.clients.values():
             hc.stop()
-        if self.waypoint:
-            self.waypoint.stop()
+        for wp in self.waypoints().values():
+            wp.stop()
 
     def down(self):
         """Back to sidecar mode: no waypoint, broker sidecars without HBONE, brokers advertising
@@ -513,6 +598,19 @@ class Ambient:
             m.kube.kubectl("label", "service", "kafka", "-n", KAFKA_NS, "istio.io/use-waypoint-",
                            what="remove the waypoint label from Service kafka")
         self.overlay_dirs = []
+
+
+def filter_loaded(waypoint):
+    """Whether our filter, with its module (not the deny-all stand-in pilot-agent puts there
+    until it has fetched it), is in the waypoint's 9092 chain of every Kafka Service."""
+    chains = waypoint_chains(waypoint)
+    dump = json.loads(waypoint.admin("config_dump?resource=ecds_filters"))
+    ecds = [i.get("ecds_filter", {}) for i in dump.get("configs", [])]
+    ours = [e for e in ecds if re.search(r"kafka[_-]identity", e.get("name", ""))]
+    services = [f"{n}.{KAFKA_NS}.svc.cluster.local" for n in ("kafka", *(topology.broker_name(i)
+                                                                         for i in range(topology.BROKERS)))]
+    return (all(any(re.search(r"kafka[_-]identity", f) for f in chains.get(s, [])) for s in services)
+            and ours and all("wasm" in str(e.get("typed_config", {}).get("@type", "")) for e in ours))
 
 
 def waypoint_chains(waypoint, port=topology.CLIENT_PORT):

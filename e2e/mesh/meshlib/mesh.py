@@ -249,12 +249,13 @@ class Mesh:
             return False
 
     # ---- deliveries ---------------------------------------------------------------------
-    def publish_wasm_configmap(self):
+    def publish_wasm_configmap(self, wasm=WASM):
         """The ConfigMap of the file deliveries, made as docs/deploy.md says, then what the
         kubelet's ConfigMap volume of deploy/istio/broker/wasm-file-volume.patch.yaml shows
-        istio-proxy: the .wasm itself (make wasm keeps it under a ConfigMap's 1 MiB)."""
+        istio-proxy: the .wasm itself (make wasm keeps it under a ConfigMap's 1 MiB); `wasm`:
+        another module (an upgrade)."""
         manifest = self.kube.kubectl("create", "configmap", "kafka-identity-wasm", "-n", "kafka",
-                                     f"--from-file=kafka_identity_filter.wasm={WASM}", "--dry-run=client",
+                                     f"--from-file=kafka_identity_filter.wasm={wasm}", "--dry-run=client",
                                      "-o", "yaml")
         self.kube.kubectl("apply", "--server-side", "-f", "-", stdin=manifest, what="ConfigMap kafka-identity-wasm")
         data = self.kube.get_json("configmap", "kafka-identity-wasm", "-n", "kafka")["binaryData"]

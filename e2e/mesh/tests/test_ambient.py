@@ -14,10 +14,15 @@ import uuid
 import pytest
 import yaml
 
-from checks import (OUR_FILTER, Checks, LogMark, authz, each_denied_the_others_rights, ecds_filters, inbound_chains,
-                    java_round_trip, rejected_updates, scraped_counter, wait_any, wait_until, write_every_partition)
+from checks import (OUR_FILTER, Checks, LogMark, authz, each_denied_the_others_rights, ecds_filters,
+                    filter_authentications, inbound_chains, java_round_trip, rejected_updates, scraped_counter,
+                    wait_any, wait_until, write_every_partition)
 from conftest import CONSUMER, GROUP, PRODUCER, TOPIC, check_summary
 from deliveries import BOOTSTRAP, our_chain_ok
+from faultlib import GROUP as FAULT_GROUP
+from faultlib import (LONG, REPEATS, UNPROVEN, Accounting, Workload, check_accounting, check_nothing_lost,
+                      ensure_topic, isr_full, longest_gap, record, records_figures, restart_proxy)
+from faultlib import TOPIC as FAULT_TOPIC
 from meshlib.ambient import (HBONE_CLIENT_ENVOY, WAYPOINT_ENVOY, WAYPOINT_ID, WAYPOINT_ISTIO, Ambient,
                              waypoint_chains)
 from meshlib.topology import CLIENT_PORT, KAFKA_NS
@@ -259,6 +264,177 @@ def test_the_clients_certificate_reaches_the_filter_in_the_waypoint(mesh, ambien
     passed.append("with overlays/ambient-waypoint-peer-cert (set_filter_state in connect_terminate, sources "
                   "spiffe+subject): the certificate reaches the filter, its SANs match the tunnel peer, producer "
                   "and consumer are authenticated as their SPIFFE principals")
+
+
+# ---- faults in ambient mode (docs/reliability.md) ----------------------------------------------
+# Under a steady workload of the ambient clients through the waypoint, with the accounting of
+# tests/faultlib.py: nothing acknowledged lost or duplicated, the filter's counters reconciled
+# with its lines, no refusal by the brokers; and each reconnection authenticated as the
+# client's own principal by a waypoint.
+REPLICA = "kafka-waypoint-b"
+
+
+@pytest.fixture(scope="module")
+def faults(mesh, ambient):
+    ensure_topic(mesh)
+    return ambient
+
+
+def ambient_workload(mesh, name, seconds):
+    return Workload(mesh, name, seconds, producer=PRODUCER_POD, consumer=CONSUMER_POD)
+
+
+def clients_authenticated(lines):
+    """{principal: connections} the waypoint authenticated among `lines`: both ambient clients,
+    as their own principals, and no one else."""
+    found = filter_authentications(lines)
+    assert set(found) == {PRODUCER, CONSUMER}, f"authenticated by the waypoint: {found} (want both clients, only)"
+    return found
+
+
+def stalls(produced, consumed, since, until=None):
+    return {"producer_stall_s": longest_gap(produced["ack_times"], since, until),
+            "consumer_stall_s": longest_gap(consumed["arrivals"], since, until)}
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_fault_waypoint_killed_and_restarted(mesh, faults, repeat):
+    """The waypoint's pilot-agent and Envoy killed with SIGKILL and started again (a crashed
+    container the kubelet restarts: same pod, same address, its OCI cache kept)."""
+    passed = Checks(RECORD["checks"])
+    wp = faults.waypoint
+    acct = Accounting(mesh, faults.waypoints())
+    before = LogMark(wp.proc.log)
+    wl = ambient_workload(mesh, "wp-kill", 45).start()
+    time.sleep(10)
+    wl.check_running()
+    # The clients' connections run through this waypoint: the fault reaches them.
+    served = clients_authenticated(before.lines())
+    after = LogMark(wp.proc.log)
+    t_kill = time.time()
+    restart_proxy(acct, wp.pod.name, wp, wp.proc.kill, lambda: faults.start_waypoint(wp))
+    t_back = time.time()
+    produced, consumed = wl.wait()
+    # Before the read-back, whose connections the new Envoy authenticates too.
+    again = clients_authenticated(after.lines())
+    back = wl.readback()
+    check_nothing_lost(produced, consumed, back)
+    figures = {**records_figures(wl, produced, consumed, back), **check_accounting(acct),
+               **stalls(produced, consumed, t_kill), "waypoint_down_s": round(t_back - t_kill, 1),
+               "authenticated_before": served, "authenticated_after": again}
+    assert figures["client_disconnects"] > 0, "the clients saw no connection go down when the waypoint died"
+    record(mesh, "ambient: waypoint kill -9", figures)
+    passed.append(f"waypoint killed (-9) and restarted under load: {figures['records']} records, 0 lost, "
+                  f"0 duplicated, stall {figures['producer_stall_s']} s, reconnections authenticated {again}")
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+@pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
+def test_fault_one_of_two_waypoint_replicas_killed(mesh, faults, repeat):
+    """Two waypoint replicas share the clients' connections; one is killed (SIGKILL) and not
+    restarted. Its clients reconnect through the other, authenticated by its filter."""
+    passed = Checks(RECORD["checks"])
+    replica = faults.add_replica(REPLICA)
+    try:
+        survivor = faults.waypoint
+        acct = Accounting(mesh, faults.waypoints())
+        marks = {n: LogMark(w.proc.log) for n, w in faults.waypoints().items()}
+        wl = ambient_workload(mesh, "wp-replica", 45).start()
+        time.sleep(10)
+        wl.check_running()
+        served = {n: filter_authentications(m.lines()) for n, m in marks.items()}
+        assert served[REPLICA] and served[survivor.pod.name], \
+            f"the clients' connections are not on both replicas: {served}"
+        after = LogMark(survivor.proc.log)
+        acct.before_stop(REPLICA)
+        t_kill = time.time()
+        replica.proc.kill()
+        acct.after_stop(REPLICA)
+        faults.mark_gone(replica)      # what the kubelet and istiod tell ztunnel about a dead pod
+        produced, consumed = wl.wait()
+        moved = clients_authenticated(after.lines())
+        back = wl.readback()
+    finally:
+        faults.remove_replica(replica)
+    check_nothing_lost(produced, consumed, back)
+    figures = {**records_figures(wl, produced, consumed, back), **check_accounting(acct),
+               **stalls(produced, consumed, t_kill), "authenticated_before": served,
+               "authenticated_on_survivor_after": moved}
+    assert figures["client_disconnects"] > 0, "the clients saw no connection go down when the replica died"
+    record(mesh, "ambient: one of two waypoint replicas killed", figures)
+    passed.append(f"one of two waypoint replicas killed (-9): {figures['records']} records, 0 lost, 0 duplicated, "
+                  f"stall {figures['producer_stall_s']} s, its clients authenticated on the other ({moved})")
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+@pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
+@UNPROVEN
+def test_fault_brokers_rolled_behind_the_waypoint(mesh, faults, repeat):
+    """Each broker in turn stopped (SIGTERM, a controlled shutdown), started, and waited for
+    until every replica is in sync, while the ambient clients run through the waypoint."""
+    passed = Checks(RECORD["checks"])
+    acct = Accounting(mesh, faults.waypoints())
+    wl = ambient_workload(mesh, "wp-rolling", 70).start()
+    time.sleep(8)
+    marks = [LogMark(w.proc.log) for w in faults.waypoints().values()]
+    authorizer = [LogMark(b.authorizer_log) for b in mesh.brokers]
+    t_start = time.time()
+    for b in mesh.brokers:
+        b.stop()
+        b.start()
+        b.wait_started()
+        wait_until(f"replicas in sync after restarting broker {b.index}", lambda: isr_full(mesh), 120)
+    t_done = time.time()
+    produced, consumed = wl.wait()
+    principals = clients_authenticated([ln for m in marks for ln in m.lines()])
+    assert wait_any(authorizer, *authz(PRODUCER, "Allowed", "WRITE", f"Topic:LITERAL:{FAULT_TOPIC}")), \
+        f"no broker logged an allowed WRITE of User:{PRODUCER} during the roll"
+    assert wait_any(authorizer, *authz(CONSUMER, "Allowed", "READ", f"Group:LITERAL:{FAULT_GROUP}")), \
+        f"no broker logged an allowed READ of the group by User:{CONSUMER} during the roll"
+    back = wl.readback()
+    check_nothing_lost(produced, consumed, back)
+    figures = {**records_figures(wl, produced, consumed, back), **check_accounting(acct),
+               **stalls(produced, consumed, t_start, t_done), "restart_s": round(t_done - t_start, 1),
+               "authenticated_principals": principals}
+    record(mesh, "ambient: rolling restart behind the waypoint", figures)
+    passed.append(f"brokers rolled behind the waypoint: {figures['records']} records, 0 lost, 0 duplicated, "
+                  f"stall {figures['producer_stall_s']} s")
+
+
+@pytest.mark.skipif(not LONG, reason="make e2e-mesh-faults (KAFKA_IDENTITY_MESH_LONG=1)")
+def test_fault_istiod_away_in_ambient_mode(mesh, faults):
+    """istiod stopped while the ambient clients run and new ones connect through the waypoint,
+    then started again."""
+    passed = Checks(RECORD["checks"])
+    away = float(os.environ.get("KAFKA_IDENTITY_MESH_ISTIOD_AWAY", "60"))
+    wp = faults.waypoint
+    acct = Accounting(mesh, faults.waypoints())
+    wl = ambient_workload(mesh, "wp-istiod", away + 35).start()
+    time.sleep(8)
+    mesh.istiod.stop()
+    t_stop = time.time()
+    fresh, before = 0, scraped_counter(wp, "kafka_identity_authenticated")
+    while time.time() - t_stop < away:
+        r = mesh.kclient(PRODUCER_POD, "produce", BOOTSTRAP, FAULT_TOPIC, "--count", "1", "--prefix",
+                         f"away-{fresh}", "--timeout", "20")
+        assert r["delivered"] == 1, f"a new connection through the waypoint failed while istiod was away: {r}"
+        fresh += 1
+        time.sleep(3)
+    while_away = scraped_counter(wp, "kafka_identity_authenticated") - before
+    mesh.istiod.start()
+    want = len(mesh.sidecars) + len(faults.waypoints())
+    wait_until("every proxy connected to istiod again", lambda: mesh.istiod.connected_proxies() >= want, 120)
+    produced, consumed = wl.wait()
+    back = wl.readback()
+    check_nothing_lost(produced, consumed, back)
+    figures = {**records_figures(wl, produced, consumed, back), **check_accounting(acct), "away_s": away,
+               "new_connections_while_away": fresh, "authenticated_while_away": while_away}
+    assert while_away >= fresh, (while_away, fresh)
+    assert figures["client_disconnects"] == 0 and figures["client_errors"] == 0, \
+        f"the clients' connections were disturbed: {figures}"
+    record(mesh, "ambient: istiod away", figures)
+    passed.append(f"istiod away {away:.0f} s in ambient mode: {fresh} new clients through the waypoint, all "
+                  f"delivered; {figures['records']} records, 0 lost, 0 duplicated, no disconnect")
 
 
 # The ECDS resource istiod names after the waypoint's TrafficExtension (a WasmPlugin's synthetic
