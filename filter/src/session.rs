@@ -640,7 +640,34 @@ fn check_authenticate(frame: &[u8]) -> Result<AuthenticateResponse, Refusal> {
             ),
         ));
     }
+    // A broker refusing an OAUTHBEARER token answers first with an error challenge and error
+    // code 0 (RFC 7628 3.2.2, Kafka's OAuthBearerSaslServer: `{"status":"invalid_token"}`);
+    // the error code would come only after the client acknowledged the challenge. A successful
+    // answer carries no bytes, so any bytes here are a refusal.
+    if !answer.auth_bytes.is_empty() {
+        return Err(Refusal::new(
+            RefusalKind::AuthFailed,
+            format!(
+                "broker refused the token: error challenge {}",
+                loggable(&answer.auth_bytes)
+            ),
+        ));
+    }
     Ok(answer)
+}
+
+/// At most 200 characters of what a broker sent, for a log line's quoted reason: double
+/// quotes become single ones and control characters `?`.
+fn loggable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .take(200)
+        .map(|c| match c {
+            '"' => '\'',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
 }
 
 fn read(src: &mut dyn ChunkSource, range: Range<usize>) -> Result<Vec<u8>, Refusal> {

@@ -237,6 +237,35 @@ fn broker_rejection_closes_with_its_message() {
     assert!(err.message.contains("invalid_token"), "{}", err.message);
 }
 
+/// What Kafka's OAUTHBEARER server really answers to a token it refuses (a key id its JWKS
+/// lacks, a bad signature, an expired token): error code 0 and an RFC 7628 error challenge;
+/// the error code would follow only once the client acknowledged it.
+#[test]
+fn an_error_challenge_with_error_code_0_is_a_refusal_not_an_authentication() {
+    let mut s = started();
+    let body = SaslAuthenticateResponse::default()
+        .with_auth_bytes(bytes::Bytes::from_static(b"{\"status\":\"invalid_token\"}"))
+        .with_session_lifetime_ms(0);
+    let stream = [
+        handshake_ok(),
+        response_frame(
+            AUTHENTICATE_CORRELATION_ID,
+            ApiKey::SaslAuthenticate,
+            AUTHENTICATE_VERSION,
+            &body,
+        ),
+    ]
+    .concat();
+    let err = s
+        .upstream(&settings(), stream.len(), &mut stream.as_slice(), NOW)
+        .unwrap_err();
+    assert_eq!(err.kind, RefusalKind::AuthFailed);
+    assert_eq!(
+        err.message,
+        "broker refused the token: error challenge {'status':'invalid_token'}"
+    );
+}
+
 #[test]
 fn listener_without_oauthbearer_is_an_auth_failure() {
     let mut s = started();
