@@ -459,12 +459,14 @@ def test_the_log_lines_the_docs_quote_are_lines_envoy_writes(stack):
     main = load_stack_env()
     publish_jwks("k1", "k2")
     c1, c2 = INPUTS / "c1.json", write_config("c2", filter_config("k2"))
-    stack.filter_update(c1)
+    # A configuration no earlier test pushed (Envoy applies no update that changes nothing).
+    start = write_config("doc-lines", dict(filter_config("k1"), client_id="kafka-identity-doc-lines"))
+    stack.filter_update(start)
     # A revert: C1 -> C2 -> C1 with a connection of C1 open, then a new connection.
     producer = Steady(stack, "producer")
     try:
         stack.filter_update(c2)
-        stack.filter_update(c1)
+        stack.filter_update(start)
         conn = connect(stack, "consumer")
         conn.api_versions()
         conn.close()
