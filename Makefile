@@ -104,6 +104,7 @@ lint: setup
 	$(CARGO) clippy -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-filter -- -D warnings
 	scripts/shell-scripts | xargs -d '\n' shellcheck -x
 	.tools/venv/bin/ruff check .
+	.tools/venv/bin/python scripts/doc_log_lines.py
 	cd e2e/clients/go && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
 
 unit: setup

@@ -21,11 +21,14 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from conftest import load_stack_env
 from reliability import kafka_raw
 from side_stack import CLI, REPO, SideStack
 
@@ -411,3 +414,132 @@ def test_after_a_refusal_nothing_from_the_broker_reaches_the_client(stack):
     # ...and not all of it: the rest came from the broker after the refusal.
     assert len(received) < 4 + fetch_size, (len(received), fetch_size)
     print(f"\n[after-refusal] Fetch answer {fetch_size} bytes, the client received {len(received)}")
+
+
+# ---- the log lines the docs quote --------------------------------------------------------
+
+sys.path.insert(0, str(REPO / "scripts"))
+import doc_log_lines  # noqa: E402  (scripts/: the docs' quoted log lines, also checked by make lint)
+
+# Quoted lines this stack cannot make Envoy write, and why; `make lint` still checks them
+# against the code's format strings.
+NOT_PROVOKED = {
+    'reason="no client certificate (connection is not mTLS)"':
+        "the listener requires a client certificate (as STRICT mTLS does): without one the TLS "
+        "handshake fails before the filter sees the connection (test_refusals.py)",
+    "UnsupportedSaslMechanism": "the broker's listener must enable OAUTHBEARER for every other test",
+    'reason="broker refused the token: SaslAuthenticationFailed':
+        "Kafka refuses a token with an error challenge and error code 0 (the line before this one "
+        "in docs/operations.md, provoked here); only another broker would answer with an error code",
+    'reason="cannot issue token: ': "no signing key the configuration accepts fails to sign",
+    "outcome=host_error": "Envoy does not fail the filter's host calls on demand",
+}
+
+
+def refused(stack, sa, *requests):
+    """A connection that must be closed by the filter: its ApiVersions (or `requests`, raw
+    frames sent after an ApiVersions) never gets an answer."""
+    conn = connect(stack, sa)
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError, kafka_raw.KafkaError)):
+            if requests:
+                conn.api_versions()
+                for frame in requests:
+                    conn.sock.sendall(frame)
+                while conn.sock.recv(4096):
+                    pass
+                raise kafka_raw.KafkaError("closed by the filter")
+            conn.api_versions()
+    finally:
+        conn.close()
+
+
+def test_the_log_lines_the_docs_quote_are_lines_envoy_writes(stack):
+    """Every line quoted in a ```log block of the docs (scripts/doc_log_lines.py: `...`
+    any text, `<name>` a value, numbers vary) matches a line a real Envoy wrote: this
+    module's stack (signed tokens, 10 s sessions) or the main stack (unsecured tokens), for
+    situations this test provokes on them, but for NOT_PROVOKED."""
+    main = load_stack_env()
+    publish_jwks("k1", "k2")
+    c1, c2 = INPUTS / "c1.json", write_config("c2", filter_config("k2"))
+    # A configuration no earlier test pushed (Envoy applies no update that changes nothing).
+    start = write_config("doc-lines", dict(filter_config("k1"), client_id="kafka-identity-doc-lines"))
+    stack.filter_update(start)
+    # A revert: C1 -> C2 -> C1 with connections of C1 and C2 open, then a new connection
+    # (as test_a_revert_to_an_earlier_configuration_reaches_new_and_open_connections does).
+    envoy = Log(stack.stack["KAFKA_IDENTITY_ENVOY_LOG"])
+    producer = Steady(stack, "producer")
+    opened_under_c2 = None
+    try:
+        assert envoy.wait_for(line_of(producer.source, "authenticated")), envoy.text()[-3000:]
+        stack.filter_update(c2)
+        assert envoy.wait_for(line_of(producer.source, "reauthenticated", "ES256:k2")), envoy.text()[-3000:]
+        opened_under_c2 = Steady(stack, "consumer")
+        stack.filter_update(start)
+        conn = connect(stack, "consumer")
+        conn.api_versions()
+        conn.close()
+        # Refusals on the first request: a foreign trust domain, a client's own SASL, a
+        # negative frame size.
+        refused(stack, "evil")
+        refused(stack, "producer", raw_request(kafka_raw.API_SASL_HANDSHAKE, 1, 3, kafka_raw._str(b"OAUTHBEARER")))
+        refused(stack, "producer", struct.pack(">i", -1) + b"\x00\x12\x00\x00garbage")
+    finally:
+        producer.stop()
+        if opened_under_c2 is not None:
+            opened_under_c2.stop()
+    # Closed at a re-authentication: a trust domain removed, a template changed.
+    stack.filter_update(write_config("both-trust-domains", filter_config("k1", ("cluster.local", "evil.example"))))
+    envoy = Log(stack.stack["KAFKA_IDENTITY_ENVOY_LOG"])
+    evil, local = Steady(stack, "evil"), Steady(stack, "producer")
+    try:
+        for steady in (evil, local):
+            assert envoy.wait_for(line_of(steady.source, "authenticated")), envoy.text()[-3000:]
+        changed = filter_config("k1")
+        changed["identity"]["spiffe"]["template"] = "{service_account}"
+        stack.filter_update(write_config("service-account-principals", changed))
+        for steady in (evil, local):
+            assert envoy.wait_for(line_of(steady.source, "reidentified_closed")), envoy.text()[-3000:]
+    finally:
+        evil.stop()
+        local.stop()
+    # In a waypoint, a connection that did not come through the HBONE termination.
+    stack.filter_update(write_config("waypoint", dict(filter_config("k1"), waypoint={})))
+    refused(stack, "producer")
+    # The broker refuses the token (its key is not in the JWKS) with an OAUTHBEARER error
+    # challenge and error code 0 (docs/operations.md, "Logs").
+    publish_jwks("k1")
+    stack.filter_update(c2)
+    refused(stack, "producer")
+    # A configuration Envoy refuses (filter-update waits in vain for Envoy to apply it).
+    subprocess.run([str(REPO / "e2e" / "local" / "filter-update"),
+                    str(write_config("refused", {"token_lifetime_seconds": 5}))],
+                   env=stack.env, capture_output=True, timeout=60)
+    publish_jwks("k1", "k2")
+    stack.filter_update(c1)
+    # Unsecured tokens: the main stack.
+    conn = connect(SimpleNamespace(stack=main), "producer")
+    conn.api_versions()
+    conn.close()
+
+    logs = [REPO / stack.stack["KAFKA_IDENTITY_ENVOY_LOG"], REPO / main["KAFKA_IDENTITY_ENVOY_LOG"]]
+    quoted = doc_log_lines.examples()
+    wanted = [e for e in quoted if not any(k in e.text for k in NOT_PROVOKED)]
+    assert len(quoted) - len(wanted) == len(NOT_PROVOKED), "NOT_PROVOKED names a line the docs no longer quote"
+
+    def missing():
+        lines = [ln for path in logs for ln in path.read_text(errors="replace").splitlines()
+                 if "kafka-identity: " in ln]
+        return [e for e in wanted if not any(doc_log_lines.example_regex(e.text).search(ln) for ln in lines)]
+
+    assert wait_until(lambda: not missing()), \
+        "quoted in the docs, never logged by Envoy:\n" + "\n".join(str(e) for e in missing())
+    # The refused token is auth_failed, never authenticated (error code 0 is not a success).
+    text = logs[0].read_text()
+    assert re.search(r"token=ES256:k2 outcome=auth_failed reason=\"broker refused the token: error challenge "
+                     r"\{'status':'invalid_token'\}\"$", text, re.M), \
+        "the token the broker refused was not logged as auth_failed with its challenge"
+    assert not re.search(r"token=ES256:k2 outcome=authenticated session_lifetime_ms=0$", text, re.M), \
+        "a token the broker refused was logged as authenticated"
+    print(f"\n[doc-log-lines] {len(wanted)} quoted lines found in Envoy's logs, "
+          f"{len(NOT_PROVOKED)} not provoked here")
