@@ -7,10 +7,12 @@
 //! The connection driver and the buffer splicing against a buffer with Envoy's edit
 //! semantics and a clock, both of which can fail the way a host call can.
 
+mod support;
+use support::{client_answer, request, response_frame};
+
 use std::ops::Range;
 use std::rc::Rc;
 
-use bytes::BytesMut;
 use kafka_codec::ChunkEdits;
 use kafka_identity_filter::connection::Connection;
 use kafka_identity_filter::host::{ChunkSource, Clock, HostBuffer, HostError};
@@ -18,7 +20,7 @@ use kafka_identity_filter::session::*;
 use kafka_identity_filter::splice;
 use kafka_identity_filter::token::TokenIssuer;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -110,33 +112,6 @@ fn producer() -> Identification {
     }
 }
 
-fn request(key: ApiKey, version: i16, corr: i32) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("rdkafka")))
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    buf.extend_from_slice(&[0u8; 40]);
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    out
-}
-
-fn response_frame<T: Encodable>(corr: i32, key: ApiKey, version: i16, body: &T) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut buf, key.response_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    out
-}
-
 fn sasl_answers(lifetime_ms: i64) -> Vec<u8> {
     let handshake = SaslHandshakeResponse::default()
         .with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
@@ -156,10 +131,6 @@ fn sasl_answers(lifetime_ms: i64) -> Vec<u8> {
         ),
     ]
     .concat()
-}
-
-fn client_answer(corr: i32) -> Vec<u8> {
-    response_frame(corr, ApiKey::Metadata, 12, &MetadataResponse::default())
 }
 
 /// Frames in a byte stream: (api key, correlation id).

@@ -6,6 +6,9 @@
 )] // test code
 //! The connection state machine against byte streams shaped like a real broker's.
 
+mod support;
+use support::{client_answer, request, response_frame};
+
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -37,18 +40,6 @@ fn producer() -> Identification {
     }
 }
 
-fn response_frame<T: Encodable>(corr: i32, key: ApiKey, version: i16, body: &T) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut buf, key.response_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    out
-}
-
 fn handshake_ok() -> Vec<u8> {
     let body = SaslHandshakeResponse::default()
         .with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
@@ -66,21 +57,6 @@ fn authenticate(error: i16, message: Option<&'static str>, lifetime: i64) -> Vec
         AUTHENTICATE_VERSION,
         &body,
     )
-}
-
-fn request(key: ApiKey, version: i16, corr: i32) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("rdkafka")))
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    buf.extend_from_slice(&[0u8; 40]);
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    out
 }
 
 /// Counts host reads, to prove what the filter does not touch.
@@ -484,10 +460,6 @@ fn authenticated(settings: &SessionSettings) -> Session {
         .unwrap();
     assert!(!out.authenticated.unwrap().reauthentication);
     s
-}
-
-fn client_answer(corr: i32) -> Vec<u8> {
-    response_frame(corr, ApiKey::Metadata, 12, &MetadataResponse::default())
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! What the configuration tests share: a broker that answers every request, Envoy's buffer
+//! What the filter's tests share: request and response frames, a broker that answers every request, Envoy's buffer
 //! semantics, configurations as the glue keeps them, and a client whose connection follows
 //! its filter's current configuration in a [`Latest`] table exactly as the glue's stream
 //! context does (`wasm/glue.rs` `Stream::downstream`).
@@ -89,7 +89,7 @@ pub fn request(key: ApiKey, version: i16, corr: i32) -> Vec<u8> {
     out
 }
 
-fn response_frame<T: Encodable>(corr: i32, key: ApiKey, version: i16, body: &T) -> Vec<u8> {
+pub fn response_frame<T: Encodable>(corr: i32, key: ApiKey, version: i16, body: &T) -> Vec<u8> {
     let mut buf = BytesMut::new();
     ResponseHeader::default()
         .with_correlation_id(corr)
