@@ -9,7 +9,6 @@ member in the consumer pod, plain Kafka clients behind their own sidecars
 (e2e/mesh/clients/workload.py). Figures of each run are appended to
 e2e/.state/mesh/reliability.jsonl."""
 
-import itertools
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from checks import (LogMark, authz, filter_authentications, prometheus_counter, 
                     wait_any, wait_until)
 from conftest import CONSUMER, PRODUCER
 from deliveries import BOOTSTRAP, deliver
+from faultlib import check_nothing_lost, isr_full, longest_gap, record
 from meshlib.mesh import REPO
 from meshlib.procs import Proc
 
@@ -30,12 +30,6 @@ WORKLOAD = REPO / "e2e" / "mesh" / "clients" / "workload.py"
 RATE = float(os.environ.get("KAFKA_IDENTITY_MESH_FAULT_RATE", "40"))     # records per second
 # How often the broker and sidecar faults repeat (make e2e-mesh-faults: spread for the docs).
 REPEATS = range(int(os.environ.get("KAFKA_IDENTITY_MESH_FAULT_REPEATS", "1")))
-
-
-def record(mesh, scenario, figures):
-    with open(mesh.state / "reliability.jsonl", "a") as f:
-        f.write(json.dumps(dict(figures, scenario=scenario, at=time.strftime("%Y-%m-%dT%H:%M:%SZ"))) + "\n")
-    print(f"\n[{scenario}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 @pytest.fixture(scope="module")
@@ -98,30 +92,6 @@ class Workload:
         return json.loads((self.dir / "readback.json").read_text())
 
 
-def longest_gap(times, since, until=None):
-    """The longest time without progress in [since, until], counting from `since`."""
-    pts = sorted(t for t in times if t >= since and (until is None or t <= until))
-    if not pts:
-        return None
-    gaps = [pts[0] - since] + [b - a for a, b in itertools.pairwise(pts)]
-    return round(max(gaps), 2)
-
-
-def check_nothing_lost(produced, consumed, back):
-    assert produced["failed"] == 0 and produced["unflushed"] == 0, \
-        f"producer: {produced['failed']} failed ({produced['failures']}), {produced['unflushed']} unflushed"
-    assert back["complete"], "read-back did not reach the end of every partition"
-    assert back["duplicates"] == 0, f"{back['duplicates']} duplicated records in the read-back"
-    # Idempotent acks=all producer: every record it sent was acknowledged, so the read-back must
-    # hold exactly prefix-0 .. prefix-(sent-1).
-    assert back["unique"] == produced["sent"] == produced["acked"], \
-        f"sent {produced['sent']}, acknowledged {produced['acked']}, read back {back['unique']}"
-    assert back["checksum"] == produced["acked_checksum"], \
-        "the read-back holds other records than the producer's acknowledged ones"
-    assert consumed["consumed"] == produced["acked"], \
-        f"the consumer group member read {consumed['consumed']} of {produced['acked']} acknowledged records"
-
-
 def authenticated_total(mesh):
     return sum(scraped_counter(mesh.sidecars[b.pod.name], "kafka_identity_authenticated") for b in mesh.brokers)
 
@@ -141,14 +111,6 @@ def check_principals(marks):
     assert set(found) <= {PRODUCER, CONSUMER}, f"connections authenticated as other principals: {found}"
     assert set(found) == {PRODUCER, CONSUMER}, f"not both clients authenticated again: {found}"
     return found
-
-
-def isr_full(mesh):
-    try:
-        isrs = mesh.admin({"op": "describe_topic", "topic": TOPIC})[0]["isrs"]
-    except Exception:  # noqa: BLE001 - a broker may be on its way up
-        return False
-    return all(len(v) == 3 for v in isrs.values())
 
 
 @pytest.mark.parametrize("repeat", REPEATS)
