@@ -47,12 +47,19 @@ pub struct Latest<P> {
     counter: u64,
 }
 
-impl<P> Default for Latest<P> {
-    fn default() -> Self {
+impl<P> Latest<P> {
+    /// An empty table; `const` so that the native module can keep one in a `static`.
+    pub const fn new() -> Self {
         Self {
             entries: Vec::new(),
             counter: 0,
         }
+    }
+}
+
+impl<P> Default for Latest<P> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

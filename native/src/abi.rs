@@ -134,6 +134,24 @@ extern "C" {
 
     pub fn envoy_dynamic_module_callback_network_filter_close(filter: FilterEnvoyPtr, kind: u32);
 
+    /// Bytes into the filter chain after this filter, towards the upstream (the broker).
+    pub fn envoy_dynamic_module_callback_network_filter_inject_read_data(
+        filter: FilterEnvoyPtr,
+        data: ModuleBuffer,
+        end_stream: bool,
+    );
+
+    /// A handle that delivers `on_network_filter_scheduled` on the connection's worker,
+    /// committed to from any thread; deleted by the module.
+    pub fn envoy_dynamic_module_callback_network_filter_scheduler_new(
+        filter: FilterEnvoyPtr,
+    ) -> *mut c_void;
+    pub fn envoy_dynamic_module_callback_network_filter_scheduler_commit(
+        scheduler: *mut c_void,
+        event_id: u64,
+    );
+    pub fn envoy_dynamic_module_callback_network_filter_scheduler_delete(scheduler: *mut c_void);
+
     pub fn envoy_dynamic_module_callback_network_filter_is_ssl(filter: FilterEnvoyPtr) -> bool;
     pub fn envoy_dynamic_module_callback_network_filter_get_ssl_uri_sans_size(
         filter: FilterEnvoyPtr,
@@ -145,6 +163,12 @@ extern "C" {
     pub fn envoy_dynamic_module_callback_network_filter_get_ssl_subject(
         filter: FilterEnvoyPtr,
         subject: *mut EnvoyBuffer,
+    ) -> bool;
+    /// A filter-state object that is a string accessor (`envoy.string`); false if absent.
+    pub fn envoy_dynamic_module_callback_network_get_filter_state_bytes(
+        filter: FilterEnvoyPtr,
+        key: ModuleBuffer,
+        value: *mut EnvoyBuffer,
     ) -> bool;
     pub fn envoy_dynamic_module_callback_network_filter_get_remote_address(
         filter: FilterEnvoyPtr,

@@ -11,8 +11,15 @@
 //! Envoy creates a filter configuration on its main thread and the connections on its
 //! workers. The checked configuration is shared (`Arc`); the token issuer and the caches of
 //! a [`Generation`] are per worker thread, made on first use, as a Wasm VM has them.
+//!
+//! A configuration update (ECDS, a changed listener) gives Envoy a new filter configuration
+//! while open connections keep the one they were created with. As in the .wasm, each
+//! connection takes the current configuration of its filter (by `filter_name`) from a
+//! [`Latest`] table at every (re-)authentication: a rotated signing key or a changed mapping
+//! reaches open connections at their next re-authentication.
 
 mod abi;
+mod timer;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,17 +27,18 @@ use std::ffi::{c_char, c_void};
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kafka_identity_filter::config::{self, FilterConfig};
 use kafka_identity_filter::connection::Connection;
 use kafka_identity_filter::generation::Generation;
+use kafka_identity_filter::latest::{Latest, RootId};
 use kafka_identity_filter::host::{self, ChunkSource, Clock, HostBuffer, HostError};
 use kafka_identity_filter::metrics::Counter;
 use kafka_identity_filter::outcome::Described;
-use kafka_identity_filter::peer::{self, PeerProperties};
+use kafka_identity_filter::peer::{self, HbonePeer, PeerProperties};
 use kafka_identity_filter::session::{Identification, Refusal};
 
 use abi::{EnvoyBuffer, FilterEnvoyPtr, ModuleBuffer};
@@ -118,14 +126,39 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 
 /// One filter configuration (`filter_config`), shared by Envoy's workers.
 struct ModuleConfig {
-    /// Numbers this configuration in the per-worker generation table.
-    id: u64,
+    /// Numbers this configuration in the per-worker generation table and in [`LATEST`].
+    id: RootId,
+    /// Envoy's `filter_name`: successive configurations of one filter share it.
+    filter: Box<str>,
     config: Arc<FilterConfig>,
     /// Envoy's counter ids, by [`Counter::index`].
     counters: [usize; Counter::ALL.len()],
 }
 
-static CONFIG_IDS: AtomicU64 = AtomicU64::new(1);
+static CONFIG_IDS: AtomicU32 = AtomicU32::new(1);
+
+/// The current configuration of each filter. Configurations arrive on Envoy's main thread and
+/// connections read it on the workers, so it sits behind a lock; [`LATEST_VERSION`] mirrors
+/// its version so that a chunk costs one atomic load when nothing changed.
+static LATEST: Mutex<Latest<Arc<ModuleConfig>>> = Mutex::new(Latest::new());
+static LATEST_VERSION: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `change` on the table and publishes its new version.
+fn update_latest(change: impl FnOnce(&mut Latest<Arc<ModuleConfig>>)) {
+    // A poisoned lock only means a panic elsewhere while holding it; the table stays usable.
+    let mut latest = LATEST.lock().unwrap_or_else(|e| e.into_inner());
+    change(&mut latest);
+    LATEST_VERSION.store(latest.version(), Ordering::Release);
+}
+
+/// The current configuration of `filter` if the table changed since `*seen`.
+fn latest_changed(filter: &str, seen: &mut u64) -> Option<Arc<ModuleConfig>> {
+    if LATEST_VERSION.load(Ordering::Acquire) == *seen {
+        return None;
+    }
+    let latest = LATEST.lock().unwrap_or_else(|e| e.into_inner());
+    latest.changed_since(filter, seen)
+}
 
 /// # Safety
 /// `ptr` must be valid for `len` bytes (or null with `len` 0) for the duration of the call.
@@ -138,7 +171,11 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
     }
 }
 
-fn new_config(config_envoy: abi::ConfigEnvoyPtr, name: &[u8], raw: &[u8]) -> Option<ModuleConfig> {
+fn new_config(
+    config_envoy: abi::ConfigEnvoyPtr,
+    name: &[u8],
+    raw: &[u8],
+) -> Option<Arc<ModuleConfig>> {
     let name = String::from_utf8_lossy(name);
     let config = match config::parse_with_env(raw, &|key| std::env::var(key).ok()) {
         Ok(config) => config,
@@ -147,13 +184,6 @@ fn new_config(config_envoy: abi::ConfigEnvoyPtr, name: &[u8], raw: &[u8]) -> Opt
             return None;
         }
     };
-    if config.waypoint.is_some() {
-        log::error!(
-            "kafka-identity: configuration refused: waypoint: not supported by the native \
-             module yet (use the .wasm in waypoints)"
-        );
-        return None;
-    }
     let mut counters = [0usize; Counter::ALL.len()];
     for (id, counter) in counters.iter_mut().zip(Counter::ALL) {
         let full = format!("{}.{}", config.stat_prefix, counter.name());
@@ -172,11 +202,16 @@ fn new_config(config_envoy: abi::ConfigEnvoyPtr, name: &[u8], raw: &[u8]) -> Opt
     }
     let config = Arc::new(config);
     log::info!("{}", Generation::new(Arc::clone(&config)).describe(&name));
-    Some(ModuleConfig {
+    let module_config = Arc::new(ModuleConfig {
         id: CONFIG_IDS.fetch_add(1, Ordering::Relaxed),
+        filter: name.into(),
         config,
         counters,
-    })
+    });
+    update_latest(|latest| {
+        latest.configured(&module_config.filter, module_config.id, Arc::clone(&module_config))
+    });
+    Some(module_config)
 }
 
 /// # Safety
@@ -195,7 +230,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_config_new(
         new_config(config_envoy, name, raw)
     });
     match made {
-        Ok(Some(config)) => Box::into_raw(Box::new(config)) as *const c_void,
+        Ok(Some(config)) => Arc::into_raw(config).cast(),
         Ok(None) => std::ptr::null(),
         Err(panic) => {
             log_critical(&format!(
@@ -216,14 +251,18 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_config_destroy(
     if config.is_null() {
         return;
     }
-    let id = {
-        // SAFETY: made by `config_new` with Box::into_raw, not yet destroyed.
-        let config = unsafe { Box::from_raw(config.cast::<ModuleConfig>()) };
-        config.id
-    };
-    // The main thread's generation of it goes too. Known gap: each worker keeps its own
-    // generation of a removed configuration (a few KB) until the worker ends.
-    let _ = catch_unwind(|| forget_generation(id));
+    // SAFETY: made by `config_new` with Arc::into_raw, not yet destroyed.
+    let config = unsafe { Arc::from_raw(config.cast::<ModuleConfig>()) };
+    let id = config.id;
+    drop(config);
+    // Envoy destroys a configuration when no listener and no connection uses it: it leaves
+    // the table (the filter's newest other configuration becomes current), and the main
+    // thread's generation of it goes too. Known gap: each worker keeps its own generation of
+    // a removed configuration (a few KB) until the worker ends.
+    let _ = catch_unwind(|| {
+        update_latest(|latest| latest.root_gone(id));
+        forget_generation(id);
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -231,7 +270,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_config_destroy(
 
 thread_local! {
     /// This worker's generation of each configuration: token issuer and caches.
-    static GENERATIONS: RefCell<HashMap<u64, Rc<Generation>>> = RefCell::new(HashMap::new());
+    static GENERATIONS: RefCell<HashMap<RootId, Rc<Generation>>> = RefCell::new(HashMap::new());
 }
 
 fn generation(config: &ModuleConfig) -> Rc<Generation> {
@@ -244,7 +283,7 @@ fn generation(config: &ModuleConfig) -> Rc<Generation> {
     })
 }
 
-fn forget_generation(id: u64) {
+fn forget_generation(id: RootId) {
     let _ = GENERATIONS.try_with(|g| {
         if let Ok(mut g) = g.try_borrow_mut() {
             g.remove(&id);
@@ -267,8 +306,17 @@ impl Clock for SystemClock {
 
 /// One connection.
 struct Filter {
+    /// The configuration Envoy created this connection with: its session settings and counters.
     config: *const ModuleConfig,
     generation: Rc<Generation>,
+    /// [`LATEST_VERSION`] when this connection last looked, and its filter's current
+    /// configuration then (`None`: the one it was created with).
+    seen: u64,
+    current: Option<(Arc<ModuleConfig>, Rc<Generation>)>,
+    /// This connection's place in the idle-deadline timer (made at its first deadline) and
+    /// the deadline it is armed for.
+    timer: Option<Arc<timer::Slot>>,
+    armed_at: Option<u64>,
     connection: Connection,
     described: Described,
     closed: bool,
@@ -350,13 +398,14 @@ impl Filter {
                 panic!("panic-test build: a client sent PANIC!");
             }
         }
-        let generation = Rc::clone(&self.generation);
+        let session = Rc::clone(&self.generation);
+        let identifying = self.current_generation();
         let opened = self.connection.downstream(
-            &generation.config.session,
+            &session.config.session,
             size,
             &mut NativeBuffer::new(envoy, Direction::Read),
             &mut SystemClock,
-            || identify(envoy, &generation),
+            || identify(envoy, &identifying),
         )?;
         if let Some(opened) = opened {
             self.described.identified(&opened.identification);
@@ -375,6 +424,98 @@ impl Filter {
         Ok(())
     }
 
+    /// The generation (re-)authentications use: the current configuration of this filter,
+    /// whose signing key and identity mapping reach open connections this way.
+    fn current_generation(&mut self) -> Rc<Generation> {
+        let mut seen = self.seen;
+        let changed = latest_changed(&self.config().filter, &mut seen);
+        self.seen = seen;
+        if let Some(current) = changed {
+            let current_generation = generation(&current);
+            self.connection
+                .set_token_issuer(Rc::clone(&current_generation.tokens));
+            self.connection
+                .set_token_cache(Rc::clone(&current_generation.token_cache));
+            self.current = Some((current, current_generation));
+        }
+        self.current
+            .as_ref()
+            .map_or_else(|| Rc::clone(&self.generation), |(_, g)| Rc::clone(g))
+    }
+
+    /// Arms the timer for the session's re-authentication deadline, once per deadline. If
+    /// the timer cannot run, the data hooks still check the deadline.
+    fn arm_deadline(&mut self, envoy: FilterEnvoyPtr) {
+        let Some(at) = self.connection.session().reauthentication_due_at() else {
+            return;
+        };
+        if self.armed_at == Some(at) {
+            return;
+        }
+        if self.timer.is_none() {
+            // SAFETY: `envoy` is this connection's filter during a hook.
+            let scheduler =
+                unsafe { abi::envoy_dynamic_module_callback_network_filter_scheduler_new(envoy) };
+            if scheduler.is_null() {
+                return;
+            }
+            self.timer = Some(timer::Slot::new(timer::SchedulerPtr(scheduler)));
+        }
+        if let Some(slot) = &self.timer {
+            if timer::arm(
+                slot,
+                at,
+                abi::envoy_dynamic_module_callback_network_filter_scheduler_commit,
+                || SystemClock.now_ms().ok(),
+            ) {
+                self.armed_at = Some(at);
+            }
+        }
+    }
+
+    /// The timer says the re-authentication deadline passed: if the connection is idle
+    /// (between requests), re-authenticate now, as a data hook would.
+    fn deadline(&mut self, envoy: FilterEnvoyPtr) {
+        if self.closed {
+            return;
+        }
+        self.armed_at = None;
+        let identifying = self.current_generation();
+        let session = Rc::clone(&self.generation);
+        match self.connection.due(&session.config.session, &mut SystemClock, || {
+            identify(envoy, &identifying)
+        }) {
+            Ok(Some(bytes)) => {
+                log::debug!(
+                    "kafka-identity: re-authenticating an idle connection at its deadline"
+                );
+                // SAFETY: `envoy` is this connection's filter during a hook; Envoy copies
+                // the bytes during the call.
+                unsafe {
+                    abi::envoy_dynamic_module_callback_network_filter_inject_read_data(
+                        envoy,
+                        ModuleBuffer::of(&bytes),
+                        false,
+                    )
+                };
+            }
+            Ok(None) => {
+                // Not due yet (the timer woke early): wait again. Due but a request is
+                // under way: the data hooks re-authenticate once it is through.
+                let now = SystemClock.now_ms().unwrap_or(u64::MAX);
+                if self
+                    .connection
+                    .session()
+                    .reauthentication_due_at()
+                    .is_some_and(|at| at > now)
+                {
+                    self.arm_deadline(envoy);
+                }
+            }
+            Err(refusal) => self.refuse(envoy, refusal),
+        }
+    }
+
     fn upstream(&mut self, envoy: FilterEnvoyPtr, size: usize) -> Result<(), Refusal> {
         let generation = Rc::clone(&self.generation);
         let authenticated = self.connection.upstream(
@@ -390,6 +531,7 @@ impl Filter {
                 (Counter::Authenticated, log::Level::Info)
             };
             self.bump(envoy, counter);
+            self.arm_deadline(envoy);
             if log::log_enabled!(level) {
                 self.load_source(envoy);
                 log::log!(
@@ -411,6 +553,19 @@ impl Filter {
 /// certificate seen before on this worker is identified from the cache, keyed by what
 /// identifies it here (its URI SANs and subject: the mapping depends on nothing else).
 fn identify(envoy: FilterEnvoyPtr, generation: &Generation) -> Identification {
+    let config = &generation.config;
+    if let Some(keys) = &config.waypoint {
+        // A waypoint's inner connection has no TLS of its own: the client is the HBONE
+        // tunnel's peer, which Envoy's filters wrote into filter state (see `peer`).
+        let found = HbonePeer {
+            principal: filter_state(envoy, &keys.peer_principal_filter_state_key),
+            certificate: keys
+                .peer_certificate_filter_state_key
+                .as_deref()
+                .and_then(|key| filter_state(envoy, key)),
+        };
+        return peer::identify_hbone_peer(&config.mapper, keys, &found);
+    }
     // SAFETY: `envoy` is this connection's filter during a hook.
     if !unsafe { abi::envoy_dynamic_module_callback_network_filter_is_ssl(envoy) } {
         return Identification::NoMtls;
@@ -424,7 +579,6 @@ fn identify(envoy: FilterEnvoyPtr, generation: &Generation) -> Identification {
     let mut key = uri_sans.join("\n").into_bytes();
     key.push(0);
     key.extend_from_slice(subject.as_deref().unwrap_or("").as_bytes());
-    let config = &generation.config;
     generation.identities.get_or_identify(&key, || {
         peer::identify(
             &config.mapper,
@@ -436,6 +590,23 @@ fn identify(envoy: FilterEnvoyPtr, generation: &Generation) -> Identification {
             },
         )
     })
+}
+
+/// A filter-state value Envoy holds as a string (`envoy.string`, as Istio's and our
+/// `set_filter_state` filters write them); `None` when the key is absent.
+fn filter_state(envoy: FilterEnvoyPtr, key: &str) -> Option<Vec<u8>> {
+    let mut value = EnvoyBuffer::EMPTY;
+    // SAFETY: `envoy` is this connection's filter during a hook; Envoy reads the key during
+    // the call and points `value` at its own string, copied before the hook returns.
+    let found = unsafe {
+        abi::envoy_dynamic_module_callback_network_get_filter_state_bytes(
+            envoy,
+            ModuleBuffer::of(key.as_bytes()),
+            &mut value,
+        )
+    };
+    // SAFETY: Envoy's buffer, valid during the hook.
+    found.then(|| unsafe { bytes(value.ptr, value.length) }.to_vec())
 }
 
 fn ssl_uri_sans(envoy: FilterEnvoyPtr) -> Vec<String> {
@@ -654,12 +825,19 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_new(
         // SAFETY: as the function's contract says.
         let module_config = unsafe { &*config.cast::<ModuleConfig>() };
         let generation = generation(module_config);
+        // A new connection uses the configuration Envoy created it with: whatever changed
+        // before now is not news to it.
+        let seen = LATEST_VERSION.load(Ordering::Acquire);
         let nonce = SystemClock.now_ms().map(|ms| ms << 20).unwrap_or(0)
             ^ CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         Filter {
             config: module_config,
             connection: Connection::new(&generation.config.session, nonce),
             generation,
+            seen,
+            current: None,
+            timer: None,
+            armed_at: None,
             described: Described::default(),
             closed: false,
         }
@@ -770,6 +948,22 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_write(
 }
 
 /// # Safety
+/// Called by Envoy with this connection's pointers, on its worker, while it lives.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_scheduled(
+    envoy: FilterEnvoyPtr,
+    filter: *mut c_void,
+    event_id: u64,
+) {
+    let _ = guarded(envoy, filter, "scheduled", |f| {
+        if event_id == timer::DEADLINE_EVENT {
+            f.deadline(envoy);
+        }
+        abi::STATUS_CONTINUE
+    });
+}
+
+/// # Safety
 /// Called by Envoy with this connection's pointers.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_event(
@@ -787,6 +981,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_destroy(filter: 
         return;
     }
     // SAFETY: as the function's contract says.
-    let filter = unsafe { Box::from_raw(filter.cast::<Filter>()) };
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(filter)));
+    let mut filter = unsafe { Box::from_raw(filter.cast::<Filter>()) };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        // Out of the timer's reach first, then deleted (see `timer`).
+        if let Some(scheduler) = filter.timer.take().and_then(|slot| slot.take()) {
+            // SAFETY: made by `scheduler_new` for this connection, deleted once.
+            unsafe {
+                abi::envoy_dynamic_module_callback_network_filter_scheduler_delete(scheduler.0)
+            };
+        }
+        drop(filter);
+    }));
 }
