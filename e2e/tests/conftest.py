@@ -46,7 +46,7 @@ def load_stack_env():
         k, v = line.split("=", 1)
         env[k] = v
     if env.get("KAFKA_IDENTITY_FILTER_ENABLED") != "1":
-        pytest.exit("the stack runs without the wasm filter (KAFKA_IDENTITY_NO_FILTER=1): this suite needs it",
+        pytest.exit("the stack runs without the filter (KAFKA_IDENTITY_NO_FILTER=1): this suite needs it",
                     returncode=2)
     return env
 

@@ -97,13 +97,15 @@ class LinkLog(logging.Handler):
             self.disconnect_times.append(time.time())
 
 
-FILTER_STAT_PREFIX = "wasmcustom.kafka_identity."
+# Envoy files a Wasm filter's counters under `wasmcustom.` and a dynamic module's under
+# `dynamicmodulescustom.` (both namespaces are stripped in /stats/prometheus).
+FILTER_STAT_PREFIX = re.compile(r"^(?:wasmcustom|dynamicmodulescustom)\.kafka_identity\.")
 
 
 def filter_counters(admin):
-    """The filter's own counters (wasmcustom.kafka_identity.<name>) -> {name: value}."""
-    stats = envoy_stats(admin, "^" + re.escape(FILTER_STAT_PREFIX))
-    return {k[len(FILTER_STAT_PREFIX):]: v for k, v in stats.items()}
+    """The filter's own counters (<namespace>.kafka_identity.<name>) -> {name: value}."""
+    stats = envoy_stats(admin, r"custom\.kafka_identity\.")
+    return {FILTER_STAT_PREFIX.sub("", k): v for k, v in stats.items() if FILTER_STAT_PREFIX.match(k)}
 
 
 def wait_for_text(path, text, timeout=30.0):

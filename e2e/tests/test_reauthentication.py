@@ -6,10 +6,12 @@ closed at its next request with "Disconnecting expired channel ... id=<listener>
 (kafka.network.Processor at DEBUG, which e2e/local's broker logging keeps in server.log)."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from reliability import kafka_raw
 from side_stack import REPO, SideStack, produce_and_consume
 
 STATE = REPO / "e2e" / ".state" / "reauth-inputs"
@@ -96,3 +98,30 @@ def test_without_reauthentication_the_broker_disconnects(stack):
         assert refusals(stack) == refused
     finally:
         stack.filter_update(REPO / "e2e" / "local" / "filter-config.json")
+
+
+def test_an_idle_connection_is_reauthenticated_at_its_deadline(stack):
+    """A connection that sends nothing for longer than its session: the native module's timer
+    re-authenticates it at each deadline, with no client bytes to ride on, and the connection
+    still answers afterwards. The .wasm has no per-connection timer (proxy-wasm gives network
+    filters none): it re-authenticates an idle connection at its next request instead."""
+    if stack.stack.get("KAFKA_IDENTITY_FILTER_KIND", "wasm") != "native":
+        pytest.skip("the .wasm re-authenticates an idle connection at its next request")
+    host, port = stack.stack["KAFKA_IDENTITY_BOOTSTRAP"].rsplit(":", 1)
+    certs = Path(stack.stack["KAFKA_IDENTITY_CERTS"])
+    ctx = kafka_raw.tls_context(stack.stack["KAFKA_IDENTITY_CA"], str(certs / "apps.producer.crt"),
+                                str(certs / "apps.producer.key"))
+    before, refused = stack.counter("reauthenticated"), refusals(stack)
+    broker = BrokerLog(stack)
+    conn = kafka_raw.connect(host, int(port), ctx)
+    try:
+        conn.api_versions()  # the filter authenticates the connection before it
+        time.sleep(25)  # two and a half 10 s sessions without a byte from the client
+        idle_reauths = stack.counter("reauthenticated") - before
+        conn.api_versions()  # still open, still answered
+    finally:
+        conn.close()
+    # Re-authentication at 85-95 % of each 10 s session: at least two in 25 s of silence.
+    assert idle_reauths >= 2, f"{idle_reauths} re-authentications while idle"
+    assert refusals(stack) == refused
+    assert broker.expired_sessions() == [], broker.expired_sessions()[:3]
