@@ -16,11 +16,11 @@ KAFKA_TEST_VERSION ?= 3.9.2
 SOAK_MINUTES ?= 30
 SOAK_HOURS ?= 6
 
-.PHONY: help setup prebuild-tools rust-target wasm native native-panic-test native-probe native-smoke cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak soak-mesh completions clean
+.PHONY: help setup prebuild-tools rust-target wasm native native-panic-test native-probe native-smoke e2e-native e2e-native-short cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak soak-mesh completions clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
-	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, the native probe, e2e (Kafka 4.4.0 + 3.9.2), deploy-check, the mesh (root)"
+	@echo "make test        everything: lint, unit/property tests, corpus replay, .wasm, the native probe, e2e (Kafka 4.4.0 + 3.9.2, the native module), deploy-check, the mesh (root)"
 	@echo "make help        this list"
 	@echo "make wasm        build $(WASM)"
 	@echo "make e2e         the end-to-end suite on the local stack (part of make test)"
@@ -28,6 +28,8 @@ help:
 	@echo "make native      build the Envoy dynamic module $(NATIVE) (Envoy 1.40, ABI v0.2.0)"
 	@echo "make native-probe the module in Envoy $(NATIVE_ENVOY) on ephemeral ports: injection, refusal, a caught panic"
 	@echo "make native-smoke the module in Envoy $(NATIVE_ENVOY) in front of the local stack's broker (fixed ports)"
+	@echo "make e2e-native  the e2e suite with the native module on Envoy $(NATIVE_E2E_ENVOYS)"
+	@echo "make e2e-native-short the broker-dependent e2e tests with the native module (part of make test)"
 	@echo "make stack-up    start Kafka + Envoy + filter on loopback (writes e2e/.state/stack.env)"
 	@echo "make stack-down  stop what stack-up started"
 	@echo "make e2e-matrix  run the e2e suite on every Envoy with V8: $(ENVOY_MATRIX)"
@@ -74,7 +76,7 @@ wasm: rust-target
 
 # The same filter as an Envoy dynamic module (native/, issue 22): a shared library Envoy loads
 # with dlopen. Profile `native`: release, optimized for speed, panics unwind to the hooks that
-# catch them. Not yet part of `make test`.
+# catch them. make test builds it (native-probe, e2e-native-short).
 NATIVE := target/native/libkafka_identity_native.so
 NATIVE_ENVOY ?= 1.40.0
 native:
@@ -97,6 +99,18 @@ native-probe: setup native native-panic-test
 # fixed ports: one at a time on a shared machine).
 native-smoke: setup native native-panic-test
 	KAFKA_IDENTITY_NATIVE_PANIC=$(NATIVE_PANIC) e2e/native-smoke
+
+# The e2e suite with the dynamic module in place of the .wasm (KAFKA_IDENTITY_FILTER_KIND=native),
+# on each Envoy of NATIVE_E2E_ENVOYS, but for the proxy-only tests (their probes read the Wasm
+# VM's memory). e2e-native-short: make test's pass, the broker-dependent tests on $(NATIVE_ENVOY).
+NATIVE_E2E_ENVOYS ?= 1.38.2 1.40.0
+e2e-native: setup native cli
+	scripts/install-deps --envoy-versions "$(NATIVE_E2E_ENVOYS)"
+	for v in $(NATIVE_E2E_ENVOYS); do \
+	  ENVOY_VERSION=$$v KAFKA_IDENTITY_FILTER_KIND=native e2e/run $(addprefix --ignore=e2e/tests/,$(PROXY_ONLY_TESTS)) || exit 1; done
+
+e2e-native-short: setup native cli
+	ENVOY_VERSION=$(NATIVE_ENVOY) KAFKA_IDENTITY_FILTER_KIND=native e2e/run $(addprefix e2e/tests/,$(BROKER_DEPENDENT_TESTS) test_waypoint_identity.py)
 
 lint: setup
 	$(CARGO) fmt --all --check
@@ -123,6 +137,9 @@ e2e: setup wasm cli
 # dashboard's metrics, kafkajs and the proxy-only tests measure Envoy and the filter, which the
 # broker's version does not change; they run on 4.4.0 in `make e2e`, and the whole suite runs on
 # every Kafka in `make e2e-kafka-matrix`.
+# The proxy's own load, hostile-bytes and soak tests of docs/reliability.md: they measure Envoy
+# and the filter, and run once, in `make e2e`.
+PROXY_ONLY_TESTS := test_connections_at_scale.py test_hostile_streams.py test_soak.py
 BROKER_DEPENDENT_TESTS := test_clients.py test_refusals.py test_signed_tokens.py \
   test_reauthentication.py test_config_changes.py
 e2e-kafka-3.9: setup wasm cli
@@ -132,7 +149,7 @@ e2e-kafka-3.9: setup wasm cli
 # priority, and compile while the e2e suites mostly wait (a no-op when they are installed).
 # native-probe: the dynamic module (native/, a first slice) in a real Envoy on ephemeral ports
 # (~2.5 min of build, seconds of test).
-test: setup prebuild-tools lint unit wasm cli reproducible native-probe e2e e2e-kafka-3.9 deploy-check e2e-mesh
+test: setup prebuild-tools lint unit wasm cli reproducible native-probe e2e e2e-kafka-3.9 e2e-native-short deploy-check e2e-mesh
 
 prebuild-tools:
 	scripts/prebuild-tools
