@@ -34,8 +34,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kafka_identity_filter::config::{self, FilterConfig};
 use kafka_identity_filter::connection::Connection;
 use kafka_identity_filter::generation::Generation;
-use kafka_identity_filter::latest::{Latest, RootId};
 use kafka_identity_filter::host::{self, ChunkSource, Clock, HostBuffer, HostError};
+use kafka_identity_filter::latest::{Latest, RootId};
 use kafka_identity_filter::metrics::Counter;
 use kafka_identity_filter::outcome::Described;
 use kafka_identity_filter::peer::{self, HbonePeer, PeerProperties};
@@ -209,7 +209,11 @@ fn new_config(
         counters,
     });
     update_latest(|latest| {
-        latest.configured(&module_config.filter, module_config.id, Arc::clone(&module_config))
+        latest.configured(
+            &module_config.filter,
+            module_config.id,
+            Arc::clone(&module_config),
+        )
     });
     Some(module_config)
 }
@@ -482,13 +486,13 @@ impl Filter {
         self.armed_at = None;
         let identifying = self.current_generation();
         let session = Rc::clone(&self.generation);
-        match self.connection.due(&session.config.session, &mut SystemClock, || {
-            identify(envoy, &identifying)
-        }) {
+        match self
+            .connection
+            .due(&session.config.session, &mut SystemClock, || {
+                identify(envoy, &identifying)
+            }) {
             Ok(Some(bytes)) => {
-                log::debug!(
-                    "kafka-identity: re-authenticating an idle connection at its deadline"
-                );
+                log::debug!("kafka-identity: re-authenticating an idle connection at its deadline");
                 // SAFETY: `envoy` is this connection's filter during a hook; Envoy copies
                 // the bytes during the call.
                 unsafe {

@@ -170,7 +170,9 @@ fn run(timer: &Timer) {
         let sleep = queue
             .deadlines
             .peek()
-            .map_or(MAX_SLEEP, |e| Duration::from_millis(e.0.at_ms.saturating_sub(now)))
+            .map_or(MAX_SLEEP, |e| {
+                Duration::from_millis(e.0.at_ms.saturating_sub(now))
+            })
             .min(MAX_SLEEP);
         if !due.is_empty() {
             // Commit without the queue's lock: connections arm the timer from their hooks.
@@ -224,7 +226,10 @@ mod tests {
         let gone = Slot::new(SchedulerPtr(std::ptr::null_mut()));
         assert!(arm(&live, 1_500, count, clock));
         assert!(arm(&gone, 1_500, count, clock));
-        assert!(gone.take().is_some(), "the connection takes its scheduler back");
+        assert!(
+            gone.take().is_some(),
+            "the connection takes its scheduler back"
+        );
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(FIRED.load(Ordering::SeqCst), 0, "not due yet");
         CLOCK.store(2_000, Ordering::SeqCst);
@@ -233,7 +238,11 @@ mod tests {
         assert!(arm(&early, 1_900, count, clock));
         assert!(wait_for(2), "live and early fire");
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(FIRED.load(Ordering::SeqCst), 2, "the taken slot never fires");
+        assert_eq!(
+            FIRED.load(Ordering::SeqCst),
+            2,
+            "the taken slot never fires"
+        );
         // A dropped connection's entry is skipped too.
         let dropped = Slot::new(SchedulerPtr(std::ptr::null_mut()));
         assert!(arm(&dropped, 2_100, count, clock));
