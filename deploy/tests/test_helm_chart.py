@@ -300,6 +300,7 @@ BAD_VALUES = [
     (["--set", "delivery=native-envoyfilter", "--set", "mode=waypoint"], "/mode"),
     (["--set", "delivery=native-envoyfilter", "--set", "native.proxyImage="], "/native/proxyImage"),
     (["--set", "native.proxyImage=registry.example.com/kafka-identity/kafka-identity-proxyv2"], "/native/proxyImage"),
+    (["--set", "native.proxyImage=kafka-identity-proxyv2:0.2.0-istio-1.31.0"], "/native/proxyImage"),
     (["--set", "native.module=kafka_identity_native"], "/native"),
 ]
 
