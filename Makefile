@@ -198,11 +198,12 @@ release: setup wasm cli
 	scripts/release
 
 # Offline: istioctl (from the Go module proxy), kubeconform with Kubernetes, Istio, Strimzi and
-# PrometheusRule schemas, envoy --mode validate on the patches, shellcheck; promtool on the alerts
+# PrometheusRule schemas, envoy --mode validate on the patches (the native EnvoyFilter with the built
+# module: hence `native`), shellcheck; promtool on the alerts
 # and the dashboard's queries; then the OCI image, the Helm chart (lint, kubeconform, the same
 # objects as the overlays, its pluginConfigs through `kafka-identity config check`, its schema's
 # refusals) and the one-version tests.
-deploy-check: setup wasm cli
+deploy-check: setup wasm cli native
 	scripts/install-deploy-tools
 	scripts/validate-manifests --no-install
 	scripts/install-promtool

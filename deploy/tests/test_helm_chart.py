@@ -89,10 +89,17 @@ def normalize(d, chart):
             del d["metadata"]["labels"]
     if d["kind"] == "EnvoyFilter":  # the filter's JSON configuration, compared as JSON
         for p in d["spec"]["configPatches"]:
-            cfg = p["patch"]["value"].get("typed_config", {}).get("config", {}).get("configuration")
+            cfg = filter_configuration(p)
             if cfg and cfg.get("@type", "").endswith("StringValue"):
                 cfg["value"] = json.loads(cfg["value"])
     return d
+
+
+def filter_configuration(patch):
+    """The StringValue with the filter's JSON in an EnvoyFilter patch: the Wasm filter's
+    config.configuration, or the dynamic module's filter_config (the native build)."""
+    typed = patch["patch"]["value"].get("typed_config", {})
+    return typed.get("config", {}).get("configuration") or typed.get("filter_config")
 
 
 # WasmPlugin.phase (PluginPhase) -> TrafficExtension.phase (ExecutionPhase): same numbers.
@@ -213,7 +220,7 @@ def plugin_configs(path):
             out.append((d["metadata"]["name"], d["spec"]["wasm"].get("pluginConfig", {})))
         elif d["kind"] == "EnvoyFilter":
             for p in d["spec"]["configPatches"]:
-                cfg = p["patch"]["value"].get("typed_config", {}).get("config", {}).get("configuration")
+                cfg = filter_configuration(p)
                 if cfg:
                     out.append((d["metadata"]["name"], json.loads(cfg["value"])))
     return out
@@ -290,6 +297,11 @@ BAD_VALUES = [
     (["--set", "brokers.clientPort=0"], "/brokers/clientPort"),
     (["--set", "waypoint.peerCertificate=true"], "/waypoint/peerCertificate"),
     (["--set", "mesh.peerAuthentication=yes"], "/mesh/peerAuthentication"),
+    (["--set", "delivery=native-envoyfilter", "--set", "mode=waypoint"], "/mode"),
+    (["--set", "delivery=native-envoyfilter", "--set", "native.proxyImage="], "/native/proxyImage"),
+    (["--set", "native.proxyImage=registry.example.com/kafka-identity/kafka-identity-proxyv2"], "/native/proxyImage"),
+    (["--set", "native.proxyImage=kafka-identity-proxyv2:0.2.0-istio-1.31.0"], "/native/proxyImage"),
+    (["--set", "native.module=kafka_identity_native"], "/native"),
 ]
 
 
@@ -317,3 +329,20 @@ def test_notes_print_the_broker_patches_of_deploy_istio_broker():
     want = {"template": {"metadata": patches[0]["spec"]["template"]["metadata"],
                          "spec": {**patches[0]["spec"]["template"]["spec"], **patches[1]["spec"]["template"]["spec"]}}}
     assert got == {"spec": want}, (got, want)
+
+
+def test_notes_print_the_native_broker_patch_of_deploy_istio_broker():
+    """native-envoyfilter: the patch is deploy/istio/broker/native-proxy-image.patch.yaml with
+    the image of native.proxyImage; no ConfigMap volume, no companion (no filter state read)."""
+    example = os.path.join(EXAMPLES, "native-envoyfilter.yaml")
+    r = run([HELM, "install", RELEASE, CHART, "--namespace", NAMESPACE, "--dry-run=client", "-f", example])
+    assert r.returncode == 0, r.stderr
+    notes = r.stdout.split("NOTES:", 1)[1]
+    block = re.search(r"^spec:\n(?:[ ].*\n)+", notes, re.M)
+    assert block, notes
+    want = yaml.safe_load(open(os.path.join(ROOT, "deploy/istio/broker/native-proxy-image.patch.yaml"),
+                               encoding="utf-8"))
+    assert yaml.safe_load(block.group(0)) == {"spec": want["spec"]}, notes
+    image = yaml.safe_load(open(example, encoding="utf-8"))["native"]["proxyImage"]
+    assert want["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/proxyImage"] == image
+    assert "kafka-identity-peer-cert" not in r.stdout

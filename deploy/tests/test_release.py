@@ -113,17 +113,26 @@ def test_the_chart_says_the_version():
 
 
 def test_placeholder_image_tags_follow_the_version():
-    """The example image references users copy (overlays, the chart's values and examples)."""
+    """The example image references users copy (overlays, the chart's values and examples, the
+    native proxy image's Dockerfile): the .wasm's image, and the native proxy image, whose tag
+    is <version>-istio-<Istio version> (one per Istio version)."""
     files = [os.path.join(CHART, "values.yaml")]
     files += [os.path.join(CHART, "examples", f) for f in os.listdir(os.path.join(CHART, "examples"))]
     for d, _, names in os.walk(os.path.join(ROOT, "deploy", "istio")):
-        files += [os.path.join(d, n) for n in names if n.endswith(".yaml")]
-    tags = {}
+        files += [os.path.join(d, n) for n in names if n.endswith(".yaml") or n == "Dockerfile"]
+    tags, proxy_tags = {}, {}
     for f in files:
-        for tag in re.findall(r"kafka-identity-wasm:([0-9][^\s\"']*)", open(f, encoding="utf-8").read()):
+        text = open(f, encoding="utf-8").read()
+        for tag in re.findall(r"kafka-identity-wasm:([0-9][^\s\"']*)", text):
             tags.setdefault(tag, []).append(os.path.relpath(f, ROOT))
+        for tag in re.findall(r"kafka-identity-proxyv2:([^\s\"'@]+)", text):
+            proxy_tags.setdefault(tag, []).append(os.path.relpath(f, ROOT))
     assert tags, "no placeholder image reference found"
     assert set(tags) == {VERSION}, tags
+    assert proxy_tags, "no placeholder native proxy image reference found"
+    proxy_tag = re.escape(VERSION) + r"-istio-1\.[0-9]+\.[0-9]+"
+    wrong = {t: f for t, f in proxy_tags.items() if not re.fullmatch(proxy_tag, t)}
+    assert not wrong, f"native proxy image tags that are not {VERSION}-istio-<Istio version>: {wrong}"
 
 
 def test_changelog_and_security_policy_name_the_version():
