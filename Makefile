@@ -16,7 +16,7 @@ KAFKA_TEST_VERSION ?= 3.9.2
 SOAK_MINUTES ?= 30
 SOAK_HOURS ?= 6
 
-.PHONY: help setup prebuild-tools rust-target wasm native native-panic-test native-probe native-smoke e2e-native e2e-native-short cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak soak-mesh completions clean
+.PHONY: help setup prebuild-tools rust-target wasm native native-1.38 native-panic-test native-probe native-smoke e2e-native e2e-native-short cli bench oci release reproducible deploy-check e2e-kind lint unit e2e e2e-kafka-3.9 test demo stack-up stack-down fuzz bench-codec bench-filter e2e-matrix e2e-kafka-matrix e2e-mesh e2e-mesh-faults soak soak-mesh completions clean
 
 help:
 	@echo "make demo        start the local stack and show two identities and their rights"
@@ -26,6 +26,7 @@ help:
 	@echo "make e2e         the end-to-end suite on the local stack (part of make test)"
 	@echo "make e2e-kafka-3.9 the broker-dependent e2e tests on Kafka $(KAFKA_TEST_VERSION) (part of make test)"
 	@echo "make native      build the Envoy dynamic module $(NATIVE) (Envoy 1.40, ABI v0.2.0)"
+	@echo "make native-1.38 the same for Envoy 1.38 and 1.39 (ABI v0.1.0): $(NATIVE_138)"
 	@echo "make native-probe the module in Envoy $(NATIVE_ENVOY) on ephemeral ports: injection, refusal, a caught panic"
 	@echo "make native-smoke the module in Envoy $(NATIVE_ENVOY) in front of the local stack's broker (fixed ports)"
 	@echo "make e2e-native  the e2e suite with the native module on Envoy $(NATIVE_E2E_ENVOYS)"
@@ -83,6 +84,12 @@ native:
 	$(CARGO) build -j $(CARGO_JOBS) --profile native -p kafka-identity-native
 	@echo "built $(NATIVE): $$(stat -c %s $(NATIVE)) bytes"
 
+# The same for Envoy 1.38 and 1.39 (dynamic-module ABI v0.1.0), in its own target directory.
+NATIVE_138 := target/native-1.38/native/libkafka_identity_native.so
+native-1.38:
+	$(CARGO) build -j $(CARGO_JOBS) --profile native -p kafka-identity-native --features envoy-1-38 --target-dir target/native-1.38
+	@echo "built $(NATIVE_138): $$(stat -c %s $(NATIVE_138)) bytes"
+
 # A build whose read hook panics on PANIC! (never shipped), in its own target directory so
 # that it cannot be mistaken for $(NATIVE).
 NATIVE_PANIC := target/native-panic-test/native/libkafka_identity_native.so
@@ -104,13 +111,15 @@ native-smoke: setup native native-panic-test
 # on each Envoy of NATIVE_E2E_ENVOYS, but for the proxy-only tests (their probes read the Wasm
 # VM's memory). e2e-native-short: make test's pass, the broker-dependent tests on $(NATIVE_ENVOY).
 NATIVE_E2E_ENVOYS ?= 1.38.2 1.40.0
-e2e-native: setup native cli
+e2e-native: setup native native-1.38 cli
 	scripts/install-deps --envoy-versions "$(NATIVE_E2E_ENVOYS)"
 	for v in $(NATIVE_E2E_ENVOYS); do \
-	  ENVOY_VERSION=$$v KAFKA_IDENTITY_FILTER_KIND=native e2e/run $(addprefix --ignore=e2e/tests/,$(PROXY_ONLY_TESTS)) || exit 1; done
+	  case $$v in 1.38.*|1.39.*) so=$(NATIVE_138) ;; *) so=$(NATIVE) ;; esac; \
+	  ENVOY_VERSION=$$v KAFKA_IDENTITY_FILTER_KIND=native KAFKA_IDENTITY_NATIVE=$$so \
+	    e2e/run $(addprefix --ignore=e2e/tests/,$(PROXY_ONLY_TESTS)) || exit 1; done
 
 e2e-native-short: setup native cli
-	ENVOY_VERSION=$(NATIVE_ENVOY) KAFKA_IDENTITY_FILTER_KIND=native e2e/run $(addprefix e2e/tests/,$(BROKER_DEPENDENT_TESTS) test_waypoint_identity.py)
+	ENVOY_VERSION=$(NATIVE_ENVOY) KAFKA_IDENTITY_FILTER_KIND=native e2e/run $(addprefix e2e/tests/,$(BROKER_DEPENDENT_TESTS) test_waypoint_identity.py test_native_module.py)
 
 lint: setup
 	$(CARGO) fmt --all --check

@@ -9,9 +9,16 @@
 
 use std::ffi::c_void;
 
-/// The ABI version this build was written against, as `on_program_init` reports it.
-/// Envoy 1.38+ only warns on a mismatch; one build per Envoy minor is what is promised.
+/// The ABI version this build was written against, as `on_program_init` reports it: Envoy
+/// 1.40 says `v0.2.0`, 1.38 and 1.39 `v0.1.0` (feature `envoy-1-38`, `make native-1.38`).
+/// Envoy 1.38+ only warns on a mismatch, but only "built for N, loaded by N or N+1" is
+/// promised, so there is one build per ABI version. The callbacks used here have the same
+/// shapes in 1.38, 1.39 and 1.40 (1.37 differs, e.g. `inject_read_data` takes a pointer and a
+/// length, and wants the header's hash instead of a version: not built).
+#[cfg(not(feature = "envoy-1-38"))]
 pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
+#[cfg(feature = "envoy-1-38")]
+pub const ABI_VERSION: &[u8] = b"v0.1.0\0";
 
 /// Envoy's filter (`DynamicModuleNetworkFilter*`): the first argument of every per-connection
 /// callback. Valid during a hook of that connection.
