@@ -90,11 +90,13 @@ native-1.38:
 	$(CARGO) build -j $(CARGO_JOBS) --profile native -p kafka-identity-native --features envoy-1-38 --target-dir target/native-1.38
 	@echo "built $(NATIVE_138): $$(stat -c %s $(NATIVE_138)) bytes"
 
-# A build whose read hook panics on PANIC! (never shipped), in its own target directory so
-# that it cannot be mistaken for $(NATIVE).
-NATIVE_PANIC := target/native-panic-test/native/libkafka_identity_native.so
+# A build whose read hook panics on PANIC! (never shipped). Unoptimized (the dev profile, whose
+# panics unwind too): it proves the hooks catch a panic, which needs no speed, and reuses what
+# `cargo test` compiled instead of a second optimized build of every dependency (~2.5 min cold).
+# Never target/native/, so it cannot be mistaken for $(NATIVE).
+NATIVE_PANIC := target/debug/libkafka_identity_native.so
 native-panic-test:
-	$(CARGO) build -j $(CARGO_JOBS) --profile native -p kafka-identity-native --features panic-test --target-dir target/native-panic-test
+	$(CARGO) build -j $(CARGO_JOBS) -p kafka-identity-native --features panic-test
 
 # One Envoy $(NATIVE_ENVOY) on ephemeral ports in front of a recording server (no Kafka, no
 # fixed ports): identity injected, a refusal, a panic caught (e2e/native_probe.py).
@@ -137,8 +139,13 @@ lint: setup
 unit: setup
 	$(CARGO) test -j $(CARGO_JOBS) --workspace
 
+# The CLI users get is the release build. make test runs its tests with the dev build `cargo test`
+# has already compiled (same code, and the RSA crates optimized in dev too, see Cargo.toml):
+# a release build of it costs ~3.5 min on a cold machine. Tests find it as KAFKA_IDENTITY_CLI.
+CLI_PROFILE ?= release
 cli:
-	$(CARGO) build -j $(CARGO_JOBS) --release -p kafka-identity-cli
+	$(CARGO) build -j $(CARGO_JOBS) $(if $(filter release,$(CLI_PROFILE)),--release) -p kafka-identity-cli
+export KAFKA_IDENTITY_CLI = $(CURDIR)/target/$(CLI_PROFILE)/kafka-identity
 
 e2e: setup wasm cli
 	e2e/run
@@ -162,6 +169,7 @@ e2e-kafka-3.9: setup wasm cli
 # priority, and compile while the e2e suites mostly wait (a no-op when they are installed).
 # native-probe: the dynamic module (native/, a first slice) in a real Envoy on ephemeral ports
 # (~2.5 min of build, seconds of test).
+test: CLI_PROFILE = debug
 test: setup prebuild-tools lint unit wasm cli reproducible native-probe e2e e2e-native-short deploy-check e2e-mesh
 
 prebuild-tools:

@@ -31,7 +31,8 @@ TOOLS = os.path.join(ROOT, ".tools", "deploy")
 HELM = os.path.join(TOOLS, "bin", "helm")
 KUBECONFORM = os.path.join(TOOLS, "bin", "kubeconform")
 ISTIOCTL = os.path.join(TOOLS, "bin", "istioctl")
-CLI = os.path.join(ROOT, "target", "release", "kafka-identity")
+# make cli (release); make test points KAFKA_IDENTITY_CLI at the dev build it has compiled.
+CLI = os.environ.get("KAFKA_IDENTITY_CLI", os.path.join(ROOT, "target", "release", "kafka-identity"))
 RELEASE, NAMESPACE = "kafka-identity", "kafka"
 # The labels the chart adds for Helm's bookkeeping; the overlays have none of them.
 HELM_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",

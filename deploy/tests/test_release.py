@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLI = os.path.join(ROOT, "target", "release", "kafka-identity")
+# make cli (release); make test points KAFKA_IDENTITY_CLI at the dev build it has compiled.
+CLI = os.environ.get("KAFKA_IDENTITY_CLI", os.path.join(ROOT, "target", "release", "kafka-identity"))
 WASM = os.environ.get(
     "KAFKA_IDENTITY_WASM",
     os.path.join(ROOT, "target/wasm32-unknown-unknown/release/kafka_identity_filter.wasm"),
