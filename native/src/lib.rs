@@ -834,9 +834,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_network_filter_new(
         let seen = LATEST_VERSION.load(Ordering::Acquire);
         let nonce = SystemClock.now_ms().map(|ms| ms << 20).unwrap_or(0)
             ^ CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        let mut connection = Connection::new(&generation.config.session, nonce);
+        // The worker's issuer and token cache of this configuration: a principal's signed
+        // token is reused across its connections for token_reuse_seconds, as in the .wasm
+        // (without them every connection would sign its own).
+        connection.set_token_issuer(Rc::clone(&generation.tokens));
+        connection.set_token_cache(Rc::clone(&generation.token_cache));
         Filter {
             config: module_config,
-            connection: Connection::new(&generation.config.session, nonce),
+            connection,
             generation,
             seen,
             current: None,
