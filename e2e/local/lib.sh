@@ -81,6 +81,16 @@ ki_envoy_settings() {
   KI_ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
   KI_ENVOY_BIN="${KI_TOOLS}/envoy/${KI_ENVOY_VERSION}/envoy"
   KI_WASM="${KAFKA_IDENTITY_WASM:-${KI_REPO}/target/wasm32-unknown-unknown/release/kafka_identity_filter.wasm}"
+  # Which build of the filter Envoy runs: the .wasm, or the dynamic module (make native).
+  KI_FILTER_KIND="${KAFKA_IDENTITY_FILTER_KIND:-wasm}"
+  KI_NATIVE="${KAFKA_IDENTITY_NATIVE:-${KI_REPO}/target/native/libkafka_identity_native.so}"
+  case "${KI_FILTER_KIND}" in
+    wasm) KI_FILTER_FILE="${KI_WASM}"; KI_FILTER_LOGGER=wasm ;;
+    native) KI_FILTER_FILE="${KI_NATIVE}"; KI_FILTER_LOGGER=dynamic_modules ;;
+    *) ki_die "KAFKA_IDENTITY_FILTER_KIND: expected wasm or native, got '${KI_FILTER_KIND}'" ;;
+  esac
+  # Envoy loads the module from here (a copy: a rebuild never changes a running Envoy's file).
+  KI_NATIVE_DIR="${KI_ENVOY_DIR}/native"
   KI_ECDS="${KAFKA_IDENTITY_ECDS:-0}"
   KI_FILTER_CONFIG="${KAFKA_IDENTITY_FILTER_CONFIG:-${KI_LOCAL}/filter-config.json}"
   KI_NO_FILTER="${KAFKA_IDENTITY_NO_FILTER:-0}"
@@ -237,7 +247,7 @@ ki_kafka_tool() {
 ki_envoy_write_ecds() {
   ki_vm_env_args
   "${KI_PYTHON}" "${KI_LOCAL}/envoy_config.py" ecds --out "${KI_ECDS_FILE}" \
-    --wasm "${KI_WASM}" --filter-config "$1" "${KI_VM_ENV_ARGS[@]}" \
+    --kind "${KI_FILTER_KIND}" --wasm "${KI_WASM}" --filter-config "$1" "${KI_VM_ENV_ARGS[@]}" \
     || ki_die "cannot render the filter's extension config from $1"
 }
 
@@ -250,11 +260,20 @@ ki_envoy_write_config() {
     --host "${KI_HOST}" --envoy-port "${KI_ENVOY_PORT}" --admin-port "${KI_ENVOY_ADMIN_PORT}"
     --mesh-port "${KI_MESH_PORT}" --certs "${KI_CERTS}" --ca "${KI_CA}"
     --peer-cert-filter-state "${KAFKA_IDENTITY_PEER_CERT_FILTER_STATE:-auto}")
+  if [[ -n "${KAFKA_IDENTITY_WAYPOINT_PEER:-}" ]]; then
+    args+=(--waypoint-peer "${KAFKA_IDENTITY_WAYPOINT_PEER}")
+  fi
   if [[ "${KI_NO_FILTER}" == "1" ]]; then
     args+=(--filter none)
   else
-    [[ -f "${KI_WASM}" ]] || ki_die "wasm filter not found: ${KI_WASM} (build it, set KAFKA_IDENTITY_WASM, or set KAFKA_IDENTITY_NO_FILTER=1)"
+    ki_check_filter_file
     [[ -f "${KI_FILTER_CONFIG}" ]] || ki_die "filter config not found: ${KI_FILTER_CONFIG}"
+    if [[ "${KI_FILTER_KIND}" == "native" ]]; then
+      mkdir -p "${KI_NATIVE_DIR}"
+      cp "${KI_NATIVE}" "${KI_NATIVE_DIR}/libkafka_identity_native.so.tmp"
+      mv "${KI_NATIVE_DIR}/libkafka_identity_native.so.tmp" "${KI_NATIVE_DIR}/libkafka_identity_native.so"
+      args+=(--kind native)
+    fi
     "${KI_PYTHON}" -c 'import json,sys; json.load(open(sys.argv[1]))' "${KI_FILTER_CONFIG}" 2>/dev/null \
       || ki_die "filter config ${KI_FILTER_CONFIG} is not valid JSON"
     # The names of the VM's environment variables, for filter-update (values stay in Envoy's
@@ -294,6 +313,15 @@ ki_envoy_write_config() {
   "${KI_PYTHON}" "${KI_LOCAL}/envoy_config.py" "${args[@]}" || ki_die "cannot render ${KI_ENVOY_DIR}/envoy.yaml"
 }
 
+# ki_check_filter_file: the build of the filter KAFKA_IDENTITY_FILTER_KIND picks exists.
+ki_check_filter_file() {
+  if [[ "${KI_FILTER_KIND}" == "native" ]]; then
+    [[ -f "${KI_NATIVE}" ]] || ki_die "native filter not found: ${KI_NATIVE} (make native, or set KAFKA_IDENTITY_NATIVE)"
+  else
+    [[ -f "${KI_WASM}" ]] || ki_die "wasm filter not found: ${KI_WASM} (build it, set KAFKA_IDENTITY_WASM, or set KAFKA_IDENTITY_NO_FILTER=1)"
+  fi
+}
+
 # ki_envoy_prepare: write envoy.yaml from the current env and check it with --mode validate
 # (a running Envoy is not affected: it has read its config already).
 ki_envoy_prepare() {
@@ -303,7 +331,8 @@ ki_envoy_prepare() {
   ki_log "envoy ${KI_ENVOY_VERSION}: validating config"
   # The filter parses its configuration (and reads its VM environment) during validation.
   ki_bench_env
-  if ! env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" \
+  if ! env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" ENVOY_DYNAMIC_MODULES_SEARCH_PATH="${KI_NATIVE_DIR}" \
+        "${KI_ENVOY_BIN}" --mode validate -c "${KI_ENVOY_DIR}/envoy.yaml" \
         --disable-hot-restart >"${KI_ENVOY_DIR}/validate.log" 2>&1; then
     tail -n 30 "${KI_ENVOY_DIR}/validate.log" >&2
     ki_die "envoy ${KI_ENVOY_VERSION} rejected ${KI_ENVOY_DIR}/envoy.yaml (see above; full output in ${KI_ENVOY_DIR}/validate.log)"
@@ -320,15 +349,16 @@ ki_envoy_start() {
   [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_SIGNING}" ]] || ki_check_ports "envoy-signed=${KI_ENVOY_SIGNED_PORT}"
   [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_NULL_WASM}" ]] \
     || ki_check_ports "envoy-null=${KI_ENVOY_NULL_PORT}" "envoy-null-sasl=$((KI_ENVOY_NULL_PORT + 1))"
-  local filter_desc="wasm ${KI_WASM}, config ${KI_FILTER_CONFIG}"
-  [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO wasm filter (KAFKA_IDENTITY_NO_FILTER=1)"
+  local filter_desc="${KI_FILTER_KIND} ${KI_FILTER_FILE}, config ${KI_FILTER_CONFIG}"
+  [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO filter (KAFKA_IDENTITY_NO_FILTER=1)"
   ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}, ${KI_ENVOY_CONCURRENCY} worker(s)), ${filter_desc}"
   : >"${KI_ENVOY_LOG}"
   # VM environment variables (e.g. a signing key) reach the VM from Envoy's environment.
   ki_bench_env
-  setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
+  setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" ENVOY_DYNAMIC_MODULES_SEARCH_PATH="${KI_NATIVE_DIR}" \
+      "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
       --disable-hot-restart --concurrency "${KI_ENVOY_CONCURRENCY}" \
-      -l info --component-log-level "wasm:${KI_ENVOY_WASM_LOG_LEVEL}" \
+      -l info --component-log-level "${KI_FILTER_LOGGER}:${KI_ENVOY_WASM_LOG_LEVEL}" \
       --log-path "${KI_ENVOY_LOG}" \
       </dev/null >"${KI_ENVOY_DIR}/stdout.log" 2>&1 &
   echo $! >"${KI_ENVOY_PID}"
@@ -372,6 +402,7 @@ ki_envoy_stop() { ki_stop "${KI_ENVOY_PID}" "$(ki_envoy_marker)" envoy; }
 ki_write_stack_env() {
   ki_envoy_settings
   local wasm="${KI_WASM}" fcfg="${KI_FILTER_CONFIG}"
+  [[ "${KI_FILTER_KIND}" == "native" ]] && wasm=""
   if [[ "${KI_NO_FILTER}" == "1" ]]; then wasm=""; fcfg=""; fi
   cat >"${KI_STACK_ENV}.tmp" <<EOF
 # written by e2e/local (stack-up / envoy-restart); source it: set -a; . ${KI_STACK_ENV}; set +a
@@ -398,6 +429,7 @@ KAFKA_IDENTITY_ENVOY_CONCURRENCY=${KI_ENVOY_CONCURRENCY}
 KAFKA_IDENTITY_ENVOY_CONFIG=${KI_ENVOY_DIR}/envoy.yaml
 KAFKA_IDENTITY_FILTER_ENABLED=$([[ "${KI_NO_FILTER}" == "1" ]] && echo 0 || echo 1)
 KAFKA_IDENTITY_WASM_LOADED=${wasm}
+KAFKA_IDENTITY_FILTER_KIND=${KI_FILTER_KIND}
 KAFKA_IDENTITY_FILTER_CONFIG_LOADED=${fcfg}
 KAFKA_IDENTITY_TOPIC=orders
 KAFKA_IDENTITY_GROUP=orders-readers
