@@ -717,7 +717,7 @@ def chart(res: dict, png: Path) -> None:
         ax.set_xticks(range(1, len(paths) + 1), [f"({p})" for p in paths])
         ax.set_ylabel("ms, connect → first Produce ack")
         ax.set_xlabel("(a) no filter, (b)/(d) unsecured, (s)/(e) signed (.wasm/native); floor: (p) plaintext, "
-                      "(f)/(g) broker SASL; "
+                      "(f)/(g) broker SASL;\n"
                       "box: quartiles, whiskers: p1–p99", fontsize=7)
         ax.set_title(f"Connection set-up, {churn['connections_per_path']} connections per path")
     ax = axes[1][0]
