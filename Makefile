@@ -266,7 +266,7 @@ e2e-kind: setup wasm
 	e2e/kind/local/run-here $(KIND_ARGS)
 
 # bench/null-filter: a Wasm filter that does nothing, the benchmark's path (n).
-bench: setup wasm cli
+bench: setup wasm cli native
 	RUSTFLAGS="$(WASM_RUSTFLAGS)" $(CARGO) build -j $(CARGO_JOBS) --release --target $(WASM_TARGET) -p kafka-identity-bench-null-filter
 	bench/run
 

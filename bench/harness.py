@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Runs the benchmarks of docs/benchmarks.md against a bench stack (bench/run starts it).
 
-Paths: (a) Envoy TLS + tcp_proxy -> PLAINTEXT listener, no filter; (b) Envoy TLS + filter +
-tcp_proxy -> OAUTHBEARER listener (unsecured tokens); (s) the same with the filter signing ES256
-tokens -> SIGNED listener (JWKS validator); (c) DIRECT listener (SASL_PLAINTEXT, OAUTHBEARER as
-admin). Connection churn adds the floor: raw clients straight to the broker, (p) PLAINTEXT,
-(f) MESH and (g) SIGNED doing the SASL exchange themselves.
+Paths: (a) Envoy TLS + tcp_proxy -> PLAINTEXT listener, no filter; (b) Envoy TLS + filter
+(.wasm) + tcp_proxy -> OAUTHBEARER listener (unsecured tokens); (s) the same with the filter
+signing ES256 tokens -> SIGNED listener (JWKS validator); (d) and (e): (b) and (s) with the
+filter as the native Envoy dynamic module, in the same Envoy, to broker listeners configured
+like MESH and SIGNED; (n) a Wasm filter that does nothing -> PLAINTEXT; (c) DIRECT listener
+(SASL_PLAINTEXT, OAUTHBEARER as admin). Connection churn adds the floor: raw clients straight
+to the broker, (p) PLAINTEXT, (f) MESH and (g) SIGNED doing the SASL exchange themselves.
+Paths whose listeners the stack lacks (no KAFKA_IDENTITY_BENCH_NATIVE: (d), (e); no null
+filter: (n), (m)) are left out.
 Writes one JSON file with every raw sample; bench/report.py turns it into the report.
 """
 
@@ -31,19 +35,22 @@ REPO = Path(__file__).resolve().parent.parent
 SIZES = [100, 1024, 102400]
 # Bytes per producer/consumer run at BENCH_SCALE=1: each run takes a few seconds on 2 cores.
 RUN_BYTES = {100: 10_000_000, 1024: 30_000_000, 102400: 30_000_000}
-PATHS = ["a", "b", "s", "n", "c"]
-ENVOY_PATHS = ["a", "b", "s"]  # every round of the throughput runs; (n) and (c) in the first ones
-OBSERVED_PATHS = ["a", "b", "s", "n"]  # Envoy's CPU and bytes observed
-TLS_PATHS = ["a", "n", "m", "b", "s"]  # through Envoy (TLS)
-ENVOY_CLUSTER = {"a": "kafka_plain", "b": "kafka_mesh", "s": "kafka_signed", "n": "kafka_null_plain"}
+PATHS = ["a", "b", "s", "d", "e", "n", "c"]
+# every round of the throughput runs; (n) and (c) in the first ones
+ENVOY_PATHS = ["a", "b", "s", "d", "e"]
+OBSERVED_PATHS = ["a", "b", "s", "d", "e", "n"]  # Envoy's CPU and bytes observed
+TLS_PATHS = ["a", "n", "m", "b", "s", "d", "e"]  # through Envoy (TLS)
+# One cluster per path, so that its upstream bytes are counted apart.
+ENVOY_CLUSTER = {"a": "kafka_plain", "b": "kafka_mesh", "s": "kafka_signed", "n": "kafka_null_plain",
+                 "d": "kafka_native", "e": "kafka_native_signed"}
 # Connection churn: Envoy paths (TLS; (n) is Envoy with a Wasm filter that does nothing, to
 # PLAINTEXT, (m) the same to MESH with the client doing SASL itself, pipelined as the filter
-# does) and the floor, raw clients straight to the broker:
+# does; (d), (e) the native module, as (b), (s)) and the floor, raw clients straight to the broker:
 #   p  PLAINTEXT listener, no SASL
 #   f  MESH listener (unsecured validator): SaslHandshake + SaslAuthenticate + ApiVersions in one
 #      write, as the filter sends them; g: the same with a signed token to the SIGNED listener
 #   fq, gq  the same exchanges one request at a time, as Kafka's clients do (reference)
-CHURN_PATHS = ["a", "n", "m", "b", "s", "p", "f", "g", "fq", "gq"]
+CHURN_PATHS = ["a", "n", "m", "b", "s", "d", "e", "p", "f", "g", "fq", "gq"]
 CHURN_BLOCKS = 5  # the churn samples are split into this many blocks for the spread of differences
 SETTLE_S = 0.003  # after close: Envoy tears the connection down inside its own CPU window
 PRODUCER_ID = "spiffe://cluster.local/ns/apps/sa/producer"
@@ -85,6 +92,8 @@ class Stack:
             "c": env["KAFKA_IDENTITY_BROKER"],
             "n": env.get("KAFKA_IDENTITY_BOOTSTRAP_NULL", ""),
             "m": env.get("KAFKA_IDENTITY_BOOTSTRAP_NULL_SASL", ""),
+            "d": env.get("KAFKA_IDENTITY_BOOTSTRAP_NATIVE", ""),
+            "e": env.get("KAFKA_IDENTITY_BOOTSTRAP_NATIVE_SIGNED", ""),
             # straight to the broker, for the floor
             "p": env["KAFKA_IDENTITY_PLAINTEXT_LISTENER"],
             "f": env["KAFKA_IDENTITY_MESH_LISTENER"],
@@ -96,6 +105,13 @@ class Stack:
         self.producer_cfg["c"] = admin_cfg
         self.consumer_cfg = {p: str(self.clients / "apps.consumer.ssl.properties") for p in OBSERVED_PATHS}
         self.consumer_cfg["c"] = admin_cfg
+
+    def has(self, path: str) -> bool:
+        """The stack has this path's listener (the optional ones: (n), (m), (d), (e))."""
+        return bool(self.bootstrap.get(path))
+
+    def paths(self, paths: list[str]) -> list[str]:
+        return [p for p in paths if self.has(p)]
 
     # ---- Envoy observations ------------------------------------------------------
     def stats(self, regex: str) -> dict[str, int]:
@@ -235,7 +251,8 @@ def run_perf(stack: Stack, pairs: int, scale: float, results: dict, save, ref_ro
              deadline: float) -> None:
     counts = {s: max(1000, int(RUN_BYTES[s] * scale / s)) for s in SIZES}
     lat_n = max(500, int(LAT_RATE * LAT_SECONDS * min(1.0, scale * 2)))
-    results["perf_config"] = {"records_per_run": counts, "pairs": pairs, "ref_rounds": ref_rounds, "paths": PATHS,
+    results["perf_config"] = {"records_per_run": counts, "pairs": pairs, "ref_rounds": ref_rounds,
+                              "paths": stack.paths(PATHS),
                               "latency_run": {
         "record_size": LAT_SIZE, "records_s": LAT_RATE, "records": lat_n, "props": "acks=all linger.ms=0"}}
     prod, cons, lat = (results.setdefault(k, []) for k in ("produce", "consume", "latency"))
@@ -244,7 +261,7 @@ def run_perf(stack: Stack, pairs: int, scale: float, results: dict, save, ref_ro
             log(f"time budget used up: stopping after {r} rounds (BENCH_BUDGET_S)")
             results["perf_config"]["truncated_after_rounds"] = r
             break
-        paths = PATHS if r < ref_rounds else ENVOY_PATHS
+        paths = stack.paths(PATHS if r < ref_rounds else ENVOY_PATHS)
         for s in SIZES:
             for p in paths:
                 res = observed(stack, p, lambda p=p, s=s: producer_perf(stack, p, f"bench-{s}", s, counts[s]))
@@ -310,7 +327,7 @@ class RawPaths:
 
 def signed_token(stack: Stack) -> str:
     """A token for the producer signed with the bench key, by the filter's own code (the CLI)."""
-    cli = REPO / "target/release/kafka-identity"
+    cli = os.environ.get("KAFKA_IDENTITY_CLI") or REPO / "target/release/kafka-identity"
     p = subprocess.run([str(cli), "token", "--cert", str(stack.certs / "apps.producer.crt"),
                         "--config", str(stack.signing / "filter-config.json")],
                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -322,7 +339,10 @@ def signed_token(stack: Stack) -> str:
 
 
 def run_churn(stack: Stack, n: int, results: dict, paths: list[str] | None = None) -> None:
-    paths = paths or CHURN_PATHS
+    wanted = paths or CHURN_PATHS
+    paths = stack.paths(wanted)
+    if len(paths) < len(wanted):
+        log(f"churn: the stack has no listener for {', '.join(p for p in wanted if p not in paths)}: left out")
     raw = RawPaths(stack)
     batch = kafka_raw.record_batch(b"x" * 100, int(time.time() * 1000))
     samples = {p: [] for p in paths}
@@ -451,6 +471,7 @@ def environment(stack: Stack) -> dict:
                 if ln.startswith("model name")), platform.processor())
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     wasm = Path(env.get("KAFKA_IDENTITY_WASM_LOADED") or "")
+    native = Path(env["KAFKA_IDENTITY_BENCH_NATIVE"]) if env.get("KAFKA_IDENTITY_BENCH_NATIVE") else None
     envoy_bin = REPO / ".tools/envoy" / env["KAFKA_IDENTITY_ENVOY_VERSION"] / "envoy"
     import confluent_kafka
     return {
@@ -464,6 +485,10 @@ def environment(stack: Stack) -> dict:
         "wasm_path": str(wasm.relative_to(REPO)) if wasm.is_relative_to(REPO) else str(wasm),
         "wasm_bytes": wasm.stat().st_size if wasm.is_file() else None,
         "wasm_sha256": hashlib.sha256(wasm.read_bytes()).hexdigest() if wasm.is_file() else None,
+        "native_path": (str(native.relative_to(REPO)) if native.is_relative_to(REPO) else str(native))
+        if native else None,
+        "native_bytes": native.stat().st_size if native and native.is_file() else None,
+        "native_sha256": hashlib.sha256(native.read_bytes()).hexdigest() if native and native.is_file() else None,
         "filter_config": Path(env["KAFKA_IDENTITY_FILTER_CONFIG_LOADED"]).read_text().strip()
         if env.get("KAFKA_IDENTITY_FILTER_CONFIG_LOADED") else None,
         "signed_filter_config": (stack.signing / "filter-config.json").read_text().strip(),
@@ -515,6 +540,8 @@ def main() -> None:
     if "perf" in only:
         run_perf(stack, pairs, scale, results, save, ref_rounds, t0 + budget)
     results["filter_counters"] = stack.stats(r"^wasmcustom\.kafka_identity\.")
+    # The native module's, under its own stat_prefix per path (kafka_identity_native[_signed]).
+    results["native_counters"] = stack.stats(r"^dynamicmodulescustom\.kafka_identity_native")
     results["wasm_sections"] = wasm_sections(Path(results["environment"]["wasm_path"]))
     save()
     log(f"done in {time.time() - t0:.0f} s, machine CPU busy {results['machine_cpu_busy'] * 100:.0f}% "

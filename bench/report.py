@@ -15,8 +15,10 @@ SIZES = [100, 1024, 102400]
 SIZE_LABEL = {100: "100 B", 1024: "1 KiB", 102400: "100 KiB"}
 PATH_LABEL = {
     "a": "(a) Envoy TLS, no filter",
-    "b": "(b) Envoy TLS + filter, unsecured tokens",
-    "s": "(s) Envoy TLS + filter, signed ES256 tokens",
+    "b": "(b) Envoy TLS + filter (.wasm), unsecured tokens",
+    "s": "(s) Envoy TLS + filter (.wasm), signed ES256 tokens",
+    "d": "(d) Envoy TLS + filter (native module), unsecured tokens",
+    "e": "(e) Envoy TLS + filter (native module), signed ES256 tokens",
     "c": "(c) direct, SASL as admin, no TLS",
     "n": "(n) Envoy TLS + a Wasm filter that does nothing",
     "m": "(m) as (n), to MESH, the client does SASL itself",
@@ -27,7 +29,13 @@ PATH_LABEL = {
     "gq": "(gq) direct, client SASL one request at a time, signed",
 }
 MODES = [("b", "unsecured", "f"), ("s", "signed ES256", "g")]  # filter path, name, floor path
-ENVOY_CPU_PATHS = ("a", "n", "m", "b", "s")  # churn paths through Envoy
+# The native build (Envoy dynamic module): path, name, floor path, the .wasm path it compares with,
+# and its targets (issue 22), as differences and ratios to (a) of the same run.
+NATIVE_MODES = [("d", "unsecured", "f", "b"), ("e", "signed ES256", "g", "s")]
+NATIVE_CPU_PER_CONNECTION_MS = {"d": 0.05, "e": 0.10}
+NATIVE_SETUP_ABOVE_FLOOR_MS = 0.10
+NATIVE_CPU_PER_GB_RATIO = 1.02  # (d)/(a)
+ENVOY_CPU_PATHS = ("a", "n", "m", "b", "s", "d", "e")  # churn paths through Envoy
 WASM_LIMIT = 1 << 20  # a ConfigMap holds at most 1 MiB
 KROXYLICIOUS_MC_PER_MBS = 25
 # Host bytes copied into the VM, from the codec (kafka-codec/src/request.rs, response.rs).
@@ -128,6 +136,67 @@ def has(churn, *paths):
     return bool(churn) and all(p in churn["setup_ms"] for p in paths)
 
 
+def native_targets(w, targets: dict, churn, rows) -> None:
+    """The native build's rows of the targets table (issue 22): differences and ratios to (a)
+    of the same run; a path this run lacks gets no row."""
+    per_block = churn["connections_per_path"] // churn.get("blocks", 5) if churn else 0
+    for p, name, _, _ in NATIVE_MODES:
+        if has(churn, "a", p):
+            limit = NATIVE_CPU_PER_CONNECTION_MS[p]
+            d = block_diff(churn, p, "a", "envoy_cpu_ms", statistics.mean)
+            flag = met([med(d)], lambda v, limit=limit: v <= limit)
+            w(f"| native: Envoy CPU per connection, ({p}) − (a) ≤ {limit:.2f} ms, {name} | {mmm(d, '{:+.3f}')} ms "
+              f"(per block of {per_block} connections) | {ok(flag, [med(d)])} |")
+            targets[f"cpu_per_connection_{p}"] = flag
+    for p, name, floor, _ in NATIVE_MODES:
+        if has(churn, "a", p, "p", floor):
+            d = above_floor(churn, p, floor)
+            flag = met([med(d)], lambda v: v <= NATIVE_SETUP_ABOVE_FLOOR_MS)
+            w(f"| native: set-up overhead above the floor ≤ {NATIVE_SETUP_ABOVE_FLOOR_MS:.2f} ms, {name}: "
+              f"(({p}) − (a)) − (({floor}) − (p)) | {mmm(d, '{:+.2f}')} ms | {ok(flag, [med(d)])} |")
+            targets[f"setup_above_floor_{p}"] = flag
+    if any(r["path"] == "d" and r.get("envoy_bytes") for r in rows):
+        worst, cells = [], []
+        for s in SIZES:
+            r = cpu_gb_ratios(rows, "d", "a", s)
+            worst.append(med(r))
+            cells.append(f"{SIZE_LABEL[s]} {mmm(r, '{:.3f}')}")
+        flag = met(worst, lambda v: v <= NATIVE_CPU_PER_GB_RATIO)
+        w(f"| native: Envoy CPU per GB, (d)/(a) ≤ {NATIVE_CPU_PER_GB_RATIO:.2f} | {'; '.join(cells)} | "
+          f"{ok(flag, worst)} |")
+        targets["cpu_per_gb_d"] = flag
+
+
+def wasm_or_native(w, churn, rows, pairs) -> None:
+    """Per mode, the .wasm and the native build side by side, in sizing units (millicores per
+    MB/s and per new connection/s), each with its share over (a)."""
+    if not pairs:
+        return
+    base_gb = cpu_per_gb(rows, "a")
+    base_cx = statistics.mean(churn["envoy_cpu_ms"]["a"])
+
+    def cell(p):
+        gb, cx = cpu_per_gb(rows, p), statistics.mean(churn["envoy_cpu_ms"][p])
+        return f"{gb:.2f} ({gb - base_gb:+.2f})", f"{cx:.2f} ({cx - base_cx:+.3f})", gb
+    w("## Wasm or native")
+    w("")
+    w("The same filter as the .wasm and as the native module, in the same Envoy and the same run, in the "
+      "units of the sizing table; in brackets the filter's share, the path minus (a). The last column is "
+      "the per-connection difference of the two builds, median [min–max] over the churn's blocks.")
+    w("")
+    w("| mode | paths | millicores per MB/s, .wasm | millicores per MB/s, native | native/.wasm per MB/s | "
+      "millicores per new connection/s, .wasm | millicores per new connection/s, native | "
+      "native − .wasm, ms of Envoy CPU per connection |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for native, wasm, name in pairs:
+        wg, wc, wgb = cell(wasm)
+        ng, nc, ngb = cell(native)
+        d = block_diff(churn, native, wasm, "envoy_cpu_ms", statistics.mean)
+        ratio = f"{ngb / wgb:.3f}" if wgb == wgb and wgb else "–"
+        w(f"| {name} | ({wasm}), ({native}) | {wg} | {ng} | {ratio} | {wc} | {nc} | {mmm(d, '{:+.3f}')} |")
+    w("")
+
+
 def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dict]:
     env = res["environment"]
     prod, cons, lat = res.get("produce", []), res.get("consume", []), res.get("latency", [])
@@ -135,6 +204,8 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
     cfg = res.get("perf_config", {})
     perf_paths = [p for p in cfg.get("paths", ["a", "b", "c"]) if any(r["path"] == p for r in prod)]
     filt_paths = [p for p in ("b", "s") if p in perf_paths]
+    # The native paths, where this run has them (KAFKA_IDENTITY_BENCH_NATIVE; absent: no rows).
+    native_paths = [p for p in ("d", "e") if p in perf_paths or has(churn, p)]
     n_rounds = len({r["round"] for r in prod}) if prod else 0
     L = []
     w = L.append
@@ -174,6 +245,14 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
       "first request; **(fq)**, **(gq)** the same exchanges one request at a time, as Kafka's clients do. "
       "(f) − (p) and (g) − (p) are what the broker's own SASL exchange (and signature check) add to a "
       "connection: the floor below which no authenticating filter can go.")
+    if native_paths:
+        w("- **(d)**, **(e)**: (b) and (s) with the filter built **native**, as an Envoy dynamic module "
+          "(`native/`, `libkafka_identity_native.so`: no VM, Envoy calls the module's functions directly), "
+          "in the same Envoy process as the .wasm, each on its own Envoy listener and cluster, with "
+          "`filter_name`s `kafka_identity_native` and `kafka_identity_native_signed`, to broker listeners "
+          "of their own configured like MESH and SIGNED (advertised as their Envoy listeners, so that the "
+          "perf tools stay on the path they bootstrapped through). (e) signs with the same key as (s), "
+          "which the module reads from Envoy's own environment.")
     w("")
     w("The extra listeners exist only when the stack is started with `KAFKA_IDENTITY_BENCH=1` and "
       "`KAFKA_IDENTITY_BENCH_SIGNING` (`bench/run` does that, on its own ports and state dir, with a fresh "
@@ -219,6 +298,8 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
             flag = met(worst, lambda v: v <= 1.03)
             w(f"| Envoy CPU per GB, ({p})/(a) ≤ 1.03 | {'; '.join(cells)} | {ok(flag, worst)} |")
             targets[f"cpu_per_gb_{p}"] = flag
+    if native_paths:
+        native_targets(w, targets, churn, prod + cons)
     if env.get("wasm_bytes"):
         flag = env["wasm_bytes"] <= WASM_LIMIT
         w(f"| .wasm ≤ 1 MiB (1,048,576 bytes) | {env['wasm_bytes']:,} bytes | {ok(flag)} |")
@@ -265,7 +346,7 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
         rows = prod + cons
         base_gb = cpu_per_gb(rows, "a")
         base_cx = statistics.mean(churn["envoy_cpu_ms"]["a"])
-        for p in ["a"] + filt_paths:
+        for p in ["a"] + filt_paths + [q for q in native_paths if has(churn, q) and q in perf_paths]:
             gb = cpu_per_gb(rows, p)
             cx = statistics.mean(churn["envoy_cpu_ms"][p])
             w(f"| {PATH_LABEL[p]} | {gb:.2f} | {'–' if p == 'a' else f'{gb - base_gb:+.2f}'} | {cx:.2f} | "
@@ -280,6 +361,8 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
           "broker's client port + (third column) × new connections per second, plus headroom; the per-size "
           "figures are in [Envoy CPU per GB moved](#envoy-cpu-per-gb-moved) (small records cost more per byte).")
         w("")
+        wasm_or_native(w, churn, rows, [(p, q, name) for p, name, _, q in NATIVE_MODES
+                                        if p in perf_paths and q in perf_paths and has(churn, "a", p, q)])
 
     # ---- throughput --------------------------------------------------------------
     ratio_cols = [p for p in perf_paths if p != "a"]
@@ -377,11 +460,18 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
             ]:
                 d = block_diff(churn, plus, minus, "envoy_cpu_ms", statistics.mean)
                 w(f"| {what} | ({plus}) − ({minus}) | {mmm(d, '{:+.3f}')} |")
+            for p, name, _, q in NATIVE_MODES:
+                if has(churn, p):
+                    for what, plus, minus in [(f"the native module, total, {name}", p, "a"),
+                                              (f"native instead of .wasm, {name}", p, q)]:
+                        d = block_diff(churn, plus, minus, "envoy_cpu_ms", statistics.mean)
+                        w(f"| {what} | ({plus}) − ({minus}) | {mmm(d, '{:+.3f}')} |")
             w("")
         if has(churn, "a", "b", "s", "p", "f", "g"):
             w("| mode | set-up (filter) − (a), median ms | floor: (floor) − (p), median ms | filter above the floor, ms | client's own exchange one request at a time − (p) |")
             w("| --- | --- | --- | --- | --- |")
-            for p, name, floor in MODES:
+            for p, name, floor in MODES + [(p, f"{name}, native", floor) for p, name, floor, _ in NATIVE_MODES
+                                           if has(churn, p)]:
                 d = block_diff(churn, p, "a", "setup_ms", med)
                 fl = block_diff(churn, floor, "p", "setup_ms", med)
                 q = block_diff(churn, floor + "q", "p", "setup_ms", med) if floor + "q" in churn["setup_ms"] else []
@@ -403,7 +493,8 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
           "`tx`); only one path is active at a time. Per size: CPU and bytes of that size's producer and "
           "consumer runs of a round added up, then the ratio to (a) of the same round, median [min–max] over rounds.")
         w("")
-        cmp_paths = filt_paths + [p for p in ("n",) if any(r["path"] == p and r.get("envoy_bytes") for r in rows)]
+        cmp_paths = filt_paths + [p for p in native_paths + ["n"]
+                                  if any(r["path"] == p and r.get("envoy_bytes") for r in rows)]
         w("| size | " + " | ".join(f"({p}) s/GB" for p in ["a"] + cmp_paths) + " | "
           + " | ".join(f"({p})/(a)" for p in cmp_paths) + " |")
         w("| --- | " + " | ".join("---" for _ in ["a"] + cmp_paths) + " | " + " | ".join("---" for _ in cmp_paths) + " |")
@@ -499,6 +590,10 @@ def build(res: dict, png_name: str, total_seconds: int | None) -> tuple[str, dic
     if env.get("signed_filter_config"):
         w(f"- filter config (s): `{env['signed_filter_config']}`, the key (`kafka-identity keygen`, ES256) in "
           "the VM environment variable")
+    if native_paths and env.get("native_bytes"):
+        w(f"- native module (d), (e): `{env['native_path']}`, {env['native_bytes']:,} bytes, sha256 "
+          f"`{env['native_sha256']}`; the configurations of (b) and (s) with `stat_prefix` "
+          "`kafka_identity_native` and `kafka_identity_native_signed`")
     if total_seconds is not None:
         w(f"- `bench/run` took {total_seconds} s (stack start-up included); the harness alone {res.get('elapsed_s')} s")
     w("")
@@ -548,6 +643,13 @@ def closing_note(res: dict, targets: dict) -> str:
                 "with the client's first request, so what it adds above that is Envoy relaying the broker's "
                 "answers (an extra wake-up of its worker, which on a loaded 2-core machine waits for a core) "
                 "and its CPU time." + through)
+    if has(churn, "a", "b", "d"):
+        d = lambda plus, minus: med(block_diff(churn, plus, minus, "envoy_cpu_ms", statistics.mean))  # noqa: E731
+        parts = [f"({p}) − (a) {d(p, 'a'):+.3f} ms against the .wasm's ({q}) − (a) {d(q, 'a'):+.3f} ms "
+                 f"(target ≤ {NATIVE_CPU_PER_CONNECTION_MS[p]:.2f} ms)"
+                 for p, _, _, q in NATIVE_MODES if has(churn, p, q)]
+        notes.append("- **The native module** (no VM: Envoy calls its functions directly and it reads Envoy's "
+                      "buffers in place) costs Envoy per connection " + "; ".join(parts) + ".")
     rows = res.get("produce", []) + res.get("consume", [])
     if rows and any(r["path"] == "n" and r.get("envoy_bytes") for r in rows):
         parts = []
@@ -587,18 +689,21 @@ def chart(res: dict, png: Path) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     rows = res.get("produce", []) + res.get("consume", [])
-    filt_paths = [p for p in ("b", "s") if any(r["path"] == p for r in rows)]
+    filt_paths = [p for p in ("b", "s", "d", "e") if any(r["path"] == p for r in rows)]
     ax = axes[0][0]
     if rows:
-        width = 0.35
+        width = 0.8 / max(1, len(filt_paths))
         for i, p in enumerate(filt_paths):
             rs = [cpu_gb_ratios(rows, p, "a", s) for s in SIZES]
             m = [med(r) for r in rs]
             lo = [mm - min(r) if r else 0 for mm, r in zip(m, rs, strict=True)]
             hi = [max(r) - mm if r else 0 for mm, r in zip(m, rs, strict=True)]
-            ax.bar([j + (i - 0.5) * width for j in range(len(SIZES))], m, width, yerr=[lo, hi], capsize=3,
-                   label=f"({p})/(a)")
-        ax.axhline(1.03, color="red", linestyle="--", linewidth=1, label="target ≤ 1.03")
+            ax.bar([j + (i - (len(filt_paths) - 1) / 2) * width for j in range(len(SIZES))], m, width,
+                   yerr=[lo, hi], capsize=3, label=f"({p})/(a)")
+        ax.axhline(1.03, color="red", linestyle="--", linewidth=1, label="target ≤ 1.03 (.wasm)")
+        if "d" in filt_paths:
+            ax.axhline(NATIVE_CPU_PER_GB_RATIO, color="purple", linestyle=":", linewidth=1,
+                       label=f"target ≤ {NATIVE_CPU_PER_GB_RATIO} (native, (d))")
         ax.axhline(1.0, color="black", linewidth=0.5)
         ax.set_xticks(range(len(SIZES)), [SIZE_LABEL[s] for s in SIZES])
         ax.set_ylabel("Envoy CPU per GB, ratio to (a) (median, min–max)")
@@ -607,22 +712,27 @@ def chart(res: dict, png: Path) -> None:
     churn = res.get("churn")
     ax = axes[0][1]
     if churn:
-        paths = [p for p in ["a", "b", "s", "p", "f", "g"] if p in churn["setup_ms"]]
+        paths = [p for p in ["a", "b", "s", "d", "e", "p", "f", "g"] if p in churn["setup_ms"]]
         ax.boxplot([churn["setup_ms"][p] for p in paths], whis=(1, 99), showfliers=False)
         ax.set_xticks(range(1, len(paths) + 1), [f"({p})" for p in paths])
         ax.set_ylabel("ms, connect → first Produce ack")
-        ax.set_xlabel("(a) no filter, (b) unsecured, (s) signed; floor: (p) plaintext, (f)/(g) broker SASL; "
+        ax.set_xlabel("(a) no filter, (b)/(d) unsecured, (s)/(e) signed (.wasm/native); floor: (p) plaintext, "
+                      "(f)/(g) broker SASL;\n"
                       "box: quartiles, whiskers: p1–p99", fontsize=7)
         ax.set_title(f"Connection set-up, {churn['connections_per_path']} connections per path")
     ax = axes[1][0]
     if has(churn, "a", "b", "s"):
-        for i, p in enumerate(["b", "s"]):
+        bars = [p for p in ["b", "s", "d", "e"] if p in churn["envoy_cpu_ms"]]
+        for i, p in enumerate(bars):
             d = block_diff(churn, p, "a", "envoy_cpu_ms", statistics.mean)
             ax.bar([i], [med(d)], 0.5, yerr=[[med(d) - min(d)], [max(d) - med(d)]], capsize=4,
                    label=PATH_LABEL[p])
         ax.axhline(0.10, color="red", linestyle="--", linewidth=1, label="target ≤ 0.10 ms")
+        if "d" in bars:
+            ax.axhline(NATIVE_CPU_PER_CONNECTION_MS["d"], color="purple", linestyle=":", linewidth=1,
+                       label=f"target ≤ {NATIVE_CPU_PER_CONNECTION_MS['d']:.2f} ms (native, unsecured)")
         ax.axhline(0, color="black", linewidth=0.5)
-        ax.set_xticks([0, 1], ["(b) − (a)", "(s) − (a)"])
+        ax.set_xticks(range(len(bars)), [f"({p}) − (a)" for p in bars])
         ax.set_ylabel("ms of Envoy CPU per connection (median, min–max over blocks)")
         ax.set_title("The filter's Envoy CPU per new connection")
         ax.legend(fontsize=7)

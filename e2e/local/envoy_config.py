@@ -41,15 +41,20 @@ def wasm_filter_config(wasm, filter_config, vm_env, vm_id="kafka_identity"):
     }
 
 
-def native_filter_config(filter_config):
+def native_filter_config(filter_config, filter_name="kafka_identity", stat_prefix=None):
     """The dynamic module's typed_config: the same filter configuration JSON as the .wasm's.
-    A signing key named in it is read from Envoy's own environment (no VM in between)."""
+    A signing key named in it is read from Envoy's own environment (no VM in between).
+    The module keeps one current configuration per `filter_name`, so two filters with
+    different configurations in one Envoy need different names; `stat_prefix` replaces the
+    configuration's, to keep their counters apart."""
     with open(filter_config) as f:
         config = json.load(f)
+    if stat_prefix:
+        config["stat_prefix"] = stat_prefix
     return {
         "@type": NATIVE_TYPE,
         "dynamic_module_config": {"name": NATIVE_MODULE},
-        "filter_name": "kafka_identity",
+        "filter_name": filter_name,
         "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                           "value": json.dumps(config, separators=(",", ":"))},
     }
@@ -227,6 +232,23 @@ def bootstrap(args):
         for name, port, cluster in [("kafka_inbound_null", args.bench_null_port, "kafka_null_plain"),
                                     ("kafka_inbound_null_sasl", args.bench_null_port + 1, "kafka_mesh")]:
             listeners.append(bench_listener(args, name, port, [null_filter(args)], cluster))
+    if args.bench_native_port:
+        # The filter as the dynamic module (lib<NATIVE_MODULE>.so), beside the .wasm in the same
+        # Envoy: unsecured tokens to a broker listener configured like MESH, and (with
+        # --bench-native-signed-port) signing like (s) to one configured like SIGNED. Each has
+        # its own broker listener, advertised as its Envoy listener so that clients stay on the
+        # path they bootstrapped through, and its own cluster, so its bytes are counted apart.
+        for listener, port, name, cfg, cluster, upstream in [
+                ("kafka_inbound_native", args.bench_native_port, "kafka_identity_native",
+                 args.native_filter_config, "kafka_native", args.native_port),
+                ("kafka_inbound_native_signed", args.bench_native_signed_port, "kafka_identity_native_signed",
+                 args.signed_filter_config, "kafka_native_signed", args.native_signed_port)]:
+            if not port:
+                continue
+            native = {"name": "envoy.filters.network.dynamic_modules",
+                      "typed_config": native_filter_config(cfg, name, name)}
+            listeners.append(bench_listener(args, listener, port, [native], cluster))
+            clusters.append(static_cluster(cluster, args.host, upstream))
     if args.ext_authz != "none":
         clusters.append(static_cluster("ext_authz", args.host, args.ext_authz_port, http2=True))
     config = {
@@ -294,6 +316,13 @@ def main(argv):
     b.add_argument("--null-wasm")
     b.add_argument("--null-plaintext-port", type=int, help="bench: the broker's PLAINTEXT listener advertised as (n)")
     b.add_argument("--null-calls", type=int, default=0)
+    b.add_argument("--bench-native-port", type=int,
+                   help="bench: Envoy listener with the dynamic module (unsecured tokens)")
+    b.add_argument("--native-port", type=int, help="bench: the broker's listener behind it (like MESH)")
+    b.add_argument("--native-filter-config")
+    b.add_argument("--bench-native-signed-port", type=int,
+                   help="bench: Envoy listener with the dynamic module signing (--signed-filter-config)")
+    b.add_argument("--native-signed-port", type=int, help="bench: the broker's listener behind it (like SIGNED)")
     b.add_argument("--ext-authz", choices=["none", "before", "after"], default="none",
                    help="an ext_authz network filter before or after kafka_identity")
     b.add_argument("--ext-authz-port", type=int)
@@ -316,6 +345,12 @@ def main(argv):
             parser.error("--bench-signed-port needs --signed-port, --signed-wasm, --signed-filter-config")
         if args.bench_null_port and not (args.null_wasm and args.bench_plain_port and args.null_plaintext_port):
             parser.error("--bench-null-port needs --null-wasm, --null-plaintext-port and --bench-plain-port")
+        if args.bench_native_port and not (args.native_port and args.native_filter_config and args.bench_plain_port):
+            parser.error("--bench-native-port needs --native-port, --native-filter-config and --bench-plain-port")
+        if args.bench_native_signed_port and not (args.bench_native_port and args.native_signed_port
+                                                  and args.signed_filter_config):
+            parser.error("--bench-native-signed-port needs --bench-native-port, --native-signed-port and "
+                         "--signed-filter-config")
         if args.ext_authz != "none" and not args.ext_authz_port:
             parser.error("--ext-authz needs --ext-authz-port")
         text = bootstrap(args)

@@ -34,6 +34,18 @@ KI_ENVOY_NULL_PORT="${KAFKA_IDENTITY_ENVOY_NULL_PORT:-19446}"
 # The broker's PLAINTEXT listener advertised as the (n) listener, so that clients that
 # bootstrap through (n) stay on it (the other PLAINTEXT listener is advertised as (a)).
 KI_NULL_PLAINTEXT_PORT="${KAFKA_IDENTITY_NULL_PLAINTEXT_PORT:-19097}"
+# With KAFKA_IDENTITY_BENCH=1 and KAFKA_IDENTITY_BENCH_NATIVE=FILE (the dynamic module, make
+# native): the filter as the module beside the .wasm in the same Envoy, on its own Envoy
+# listener (KAFKA_IDENTITY_ENVOY_NATIVE_PORT) to a broker listener configured like MESH
+# (KAFKA_IDENTITY_NATIVE_PORT) and, with KAFKA_IDENTITY_BENCH_SIGNING, signing on another
+# (KAFKA_IDENTITY_ENVOY_NATIVE_SIGNED_PORT) to one configured like SIGNED
+# (KAFKA_IDENTITY_NATIVE_SIGNED_PORT). Own broker listeners, advertised as their Envoy
+# listeners, so that perf tools that bootstrap through a path stay on it.
+KI_BENCH_NATIVE="${KAFKA_IDENTITY_BENCH_NATIVE:-}"
+KI_NATIVE_PORT="${KAFKA_IDENTITY_NATIVE_PORT:-19098}"
+KI_NATIVE_SIGNED_PORT="${KAFKA_IDENTITY_NATIVE_SIGNED_PORT:-19099}"
+KI_ENVOY_NATIVE_PORT="${KAFKA_IDENTITY_ENVOY_NATIVE_PORT:-19448}"
+KI_ENVOY_NATIVE_SIGNED_PORT="${KAFKA_IDENTITY_ENVOY_NATIVE_SIGNED_PORT:-19449}"
 KI_ENVOY_PORT="${KAFKA_IDENTITY_ENVOY_PORT:-19443}"
 KI_ENVOY_ADMIN_PORT="${KAFKA_IDENTITY_ENVOY_ADMIN_PORT:-19901}"
 
@@ -269,9 +281,7 @@ ki_envoy_write_config() {
     ki_check_filter_file
     [[ -f "${KI_FILTER_CONFIG}" ]] || ki_die "filter config not found: ${KI_FILTER_CONFIG}"
     if [[ "${KI_FILTER_KIND}" == "native" ]]; then
-      mkdir -p "${KI_NATIVE_DIR}"
-      cp "${KI_NATIVE}" "${KI_NATIVE_DIR}/libkafka_identity_native.so.tmp"
-      mv "${KI_NATIVE_DIR}/libkafka_identity_native.so.tmp" "${KI_NATIVE_DIR}/libkafka_identity_native.so"
+      ki_native_install "${KI_NATIVE}"
       args+=(--kind native)
     fi
     "${KI_PYTHON}" -c 'import json,sys; json.load(open(sys.argv[1]))' "${KI_FILTER_CONFIG}" 2>/dev/null \
@@ -309,8 +319,31 @@ ki_envoy_write_config() {
         --null-plaintext-port "${KI_NULL_PLAINTEXT_PORT}"
         --null-calls "${KAFKA_IDENTITY_BENCH_NULL_CALLS:-0}")
     fi
+    if [[ -n "${KI_BENCH_NATIVE}" ]]; then
+      [[ -f "${KI_BENCH_NATIVE}" ]] || ki_die "KAFKA_IDENTITY_BENCH_NATIVE: no file ${KI_BENCH_NATIVE} (make native)"
+      # One module file per Envoy: a main listener on the native kind must run the same build.
+      if [[ "${KI_FILTER_KIND}" == "native" && "${KI_NO_FILTER}" != "1" ]] && ! cmp -s "${KI_NATIVE}" "${KI_BENCH_NATIVE}"; then
+        ki_die "KAFKA_IDENTITY_BENCH_NATIVE (${KI_BENCH_NATIVE}) differs from KAFKA_IDENTITY_NATIVE (${KI_NATIVE}): Envoy loads one module file"
+      fi
+      ki_native_install "${KI_BENCH_NATIVE}"
+      args+=(--bench-native-port "${KI_ENVOY_NATIVE_PORT}" --native-port "${KI_NATIVE_PORT}"
+        --native-filter-config "${KI_FILTER_CONFIG}")
+      if [[ -n "${KI_BENCH_SIGNING}" ]]; then
+        # The module reads the key named by signing.private_key_env from Envoy's own
+        # environment, where ki_bench_env puts it for the signed path's VM.
+        args+=(--bench-native-signed-port "${KI_ENVOY_NATIVE_SIGNED_PORT}" --native-signed-port "${KI_NATIVE_SIGNED_PORT}")
+      fi
+    fi
   fi
   "${KI_PYTHON}" "${KI_LOCAL}/envoy_config.py" "${args[@]}" || ki_die "cannot render ${KI_ENVOY_DIR}/envoy.yaml"
+}
+
+# ki_native_install FILE: copies the dynamic module to where Envoy finds it by name
+# (ENVOY_DYNAMIC_MODULES_SEARCH_PATH=KI_NATIVE_DIR), atomically.
+ki_native_install() {
+  mkdir -p "${KI_NATIVE_DIR}"
+  cp "$1" "${KI_NATIVE_DIR}/libkafka_identity_native.so.tmp"
+  mv "${KI_NATIVE_DIR}/libkafka_identity_native.so.tmp" "${KI_NATIVE_DIR}/libkafka_identity_native.so"
 }
 
 # ki_check_filter_file: the build of the filter KAFKA_IDENTITY_FILTER_KIND picks exists.
@@ -349,6 +382,13 @@ ki_envoy_start() {
   [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_SIGNING}" ]] || ki_check_ports "envoy-signed=${KI_ENVOY_SIGNED_PORT}"
   [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_NULL_WASM}" ]] \
     || ki_check_ports "envoy-null=${KI_ENVOY_NULL_PORT}" "envoy-null-sasl=$((KI_ENVOY_NULL_PORT + 1))"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_NATIVE}" ]] || ki_check_ports "envoy-native=${KI_ENVOY_NATIVE_PORT}"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_NATIVE}" || -z "${KI_BENCH_SIGNING}" ]] \
+    || ki_check_ports "envoy-native-signed=${KI_ENVOY_NATIVE_SIGNED_PORT}"
+  # Both filters' loggers when the bench runs the module beside the .wasm.
+  local log_levels="${KI_FILTER_LOGGER}:${KI_ENVOY_WASM_LOG_LEVEL}"
+  [[ "${KI_BENCH}" != "1" || -z "${KI_BENCH_NATIVE}" || "${KI_FILTER_LOGGER}" == dynamic_modules ]] \
+    || log_levels+=",dynamic_modules:${KI_ENVOY_WASM_LOG_LEVEL}"
   local filter_desc="${KI_FILTER_KIND} ${KI_FILTER_FILE}, config ${KI_FILTER_CONFIG}"
   [[ "${KI_NO_FILTER}" == "1" ]] && filter_desc="NO filter (KAFKA_IDENTITY_NO_FILTER=1)"
   ki_log "envoy ${KI_ENVOY_VERSION}: starting on ${KI_HOST}:${KI_ENVOY_PORT} (admin ${KI_ENVOY_ADMIN_PORT}, ${KI_ENVOY_CONCURRENCY} worker(s)), ${filter_desc}"
@@ -358,7 +398,7 @@ ki_envoy_start() {
   setsid env "${KI_VM_ENV_ASSIGN[@]}" "${KI_BENCH_ENV_ASSIGN[@]}" ENVOY_DYNAMIC_MODULES_SEARCH_PATH="${KI_NATIVE_DIR}" \
       "${KI_ENVOY_BIN}" -c "${KI_ENVOY_DIR}/envoy.yaml" \
       --disable-hot-restart --concurrency "${KI_ENVOY_CONCURRENCY}" \
-      -l info --component-log-level "${KI_FILTER_LOGGER}:${KI_ENVOY_WASM_LOG_LEVEL}" \
+      -l info --component-log-level "${log_levels}" \
       --log-path "${KI_ENVOY_LOG}" \
       </dev/null >"${KI_ENVOY_DIR}/stdout.log" 2>&1 &
   echo $! >"${KI_ENVOY_PID}"
@@ -457,6 +497,23 @@ KAFKA_IDENTITY_ENVOY_NULL_PORT=${KI_ENVOY_NULL_PORT}
 KAFKA_IDENTITY_NULL_PLAINTEXT_PORT=${KI_NULL_PLAINTEXT_PORT}
 EOF
     fi
+    if [[ -n "${KI_BENCH_NATIVE}" ]]; then
+      cat >>"${KI_STACK_ENV}.tmp" <<EOF
+KAFKA_IDENTITY_BENCH_NATIVE=${KI_BENCH_NATIVE}
+KAFKA_IDENTITY_BOOTSTRAP_NATIVE=${KI_HOST}:${KI_ENVOY_NATIVE_PORT}
+KAFKA_IDENTITY_NATIVE_LISTENER=${KI_HOST}:${KI_NATIVE_PORT}
+KAFKA_IDENTITY_NATIVE_PORT=${KI_NATIVE_PORT}
+KAFKA_IDENTITY_ENVOY_NATIVE_PORT=${KI_ENVOY_NATIVE_PORT}
+EOF
+      if [[ -n "${KI_BENCH_SIGNING}" ]]; then
+        cat >>"${KI_STACK_ENV}.tmp" <<EOF
+KAFKA_IDENTITY_BOOTSTRAP_NATIVE_SIGNED=${KI_HOST}:${KI_ENVOY_NATIVE_SIGNED_PORT}
+KAFKA_IDENTITY_NATIVE_SIGNED_LISTENER=${KI_HOST}:${KI_NATIVE_SIGNED_PORT}
+KAFKA_IDENTITY_NATIVE_SIGNED_PORT=${KI_NATIVE_SIGNED_PORT}
+KAFKA_IDENTITY_ENVOY_NATIVE_SIGNED_PORT=${KI_ENVOY_NATIVE_SIGNED_PORT}
+EOF
+      fi
+    fi
     if [[ -n "${KI_BENCH_SIGNING}" ]]; then
       cat >>"${KI_STACK_ENV}.tmp" <<EOF
 KAFKA_IDENTITY_BENCH_SIGNING=${KI_BENCH_SIGNING}
@@ -492,6 +549,11 @@ ki_load_stack_ports() {
       KAFKA_IDENTITY_BENCH_NULL_WASM) KI_BENCH_NULL_WASM="${val}" ;;
       KAFKA_IDENTITY_ENVOY_NULL_PORT) KI_ENVOY_NULL_PORT="${val}" ;;
       KAFKA_IDENTITY_NULL_PLAINTEXT_PORT) KI_NULL_PLAINTEXT_PORT="${val}" ;;
+      KAFKA_IDENTITY_BENCH_NATIVE) KI_BENCH_NATIVE="${val}" ;;
+      KAFKA_IDENTITY_NATIVE_PORT) KI_NATIVE_PORT="${val}" ;;
+      KAFKA_IDENTITY_NATIVE_SIGNED_PORT) KI_NATIVE_SIGNED_PORT="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_NATIVE_PORT) KI_ENVOY_NATIVE_PORT="${val}" ;;
+      KAFKA_IDENTITY_ENVOY_NATIVE_SIGNED_PORT) KI_ENVOY_NATIVE_SIGNED_PORT="${val}" ;;
     esac
   done <"${KI_STACK_ENV}"
   ki_kafka_settings
