@@ -141,8 +141,13 @@ def test_config_dump_does_not_contain_the_signing_key(stack):
     admin = stack.stack["KAFKA_IDENTITY_ENVOY_ADMIN"]
     with urllib.request.urlopen(f"http://{admin}/config_dump?include_eds", timeout=10) as r:
         dump = r.read().decode()
-    # The dump has the filter and names the key slots...
-    assert "kafka_identity" in dump and SLOTS["old"] in dump and "host_env_keys" in dump
+    # The dump has the filter and names the key slots (the .wasm's VM takes them from Envoy's
+    # environment by name; Envoy does not dump the native module's ECDS configuration, whose
+    # key comes from Envoy's environment too)...
+    if stack.stack.get("KAFKA_IDENTITY_FILTER_KIND") == "native":
+        assert "kafka_identity" in dump
+    else:
+        assert "kafka_identity" in dump and SLOTS["old"] in dump and "host_env_keys" in dump
     # ...but holds neither key, not even one line of either (JSON may escape newlines).
     flat = dump.replace("\\n", "").replace("\n", "").replace(" ", "")
     for kid in ("old", "new"):
