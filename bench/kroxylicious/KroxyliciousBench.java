@@ -22,6 +22,9 @@ import io.kroxylicious.proxy.config.ServiceBasedPluginFactoryRegistry;
 import io.kroxylicious.proxy.config.TargetCluster;
 import io.kroxylicious.proxy.config.VirtualCluster;
 import io.kroxylicious.proxy.config.VirtualClusterGateway;
+import io.kroxylicious.proxy.config.admin.EndpointsConfiguration;
+import io.kroxylicious.proxy.config.admin.ManagementConfiguration;
+import io.kroxylicious.proxy.config.admin.PrometheusMetricsConfig;
 import io.kroxylicious.proxy.config.tls.KeyPair;
 import io.kroxylicious.proxy.config.tls.ServerOptions;
 import io.kroxylicious.proxy.config.tls.Tls;
@@ -41,13 +44,15 @@ public final class KroxyliciousBench {
     private static final String USAGE = String.join("\n",
             "usage: KroxyliciousBench --listen HOST:PORT --upstream HOST:PORT",
             "                         --cert FILE --key FILE --ca FILE [--advertise HOST] [--node-id N]",
+            "                         [--metrics HOST:PORT]",
             "  --listen HOST:PORT    the proxy's bootstrap address; the broker node gets PORT+1",
             "  --upstream HOST:PORT  the broker's PLAINTEXT bootstrap (it must advertise itself)",
             "  --cert, --key         the proxy's server certificate and unencrypted key (PEM)",
             "  --ca FILE             CA certificate(s) (PEM) that client certificates must chain to;",
             "                        a client certificate is REQUIRED",
             "  --advertise HOST      host name the proxy gives clients for the broker (default: HOST of --listen)",
-            "  --node-id N           the broker's node id (default 1)");
+            "  --node-id N           the broker's node id (default 1)",
+            "  --metrics HOST:PORT   serve Kroxylicious' Prometheus metrics at http://HOST:PORT/metrics (default: off)");
 
     private KroxyliciousBench() {
     }
@@ -56,12 +61,14 @@ public final class KroxyliciousBench {
         Map<String, String> opts;
         HostPort listen;
         HostPort upstream;
+        Optional<HostPort> metrics;
         int nodeId;
         try {
             opts = parse(args);
             listen = HostPort.parse(opts.get("--listen"));
             upstream = HostPort.parse(opts.get("--upstream"));
             nodeId = Integer.parseInt(opts.getOrDefault("--node-id", "1"));
+            metrics = Optional.ofNullable(opts.get("--metrics")).map(HostPort::parse);
             if (listen.port() < 1 || listen.port() > 65534) {
                 throw new IllegalArgumentException("--listen: port must leave PORT+1 for the broker node: " + listen);
             }
@@ -100,8 +107,12 @@ public final class KroxyliciousBench {
         VirtualCluster cluster = new VirtualCluster("bench", new TargetCluster(upstream.toString(), Optional.empty()),
                 null, Optional.empty(), List.of(gateway), false, false, List.of());
 
-        // No management endpoint (it would bind its own port), no micrometer, no io_uring.
-        Configuration config = new Configuration(null, List.of(), List.of(), List.of(cluster), List.of(), false,
+        // The management endpoint (Prometheus /metrics) only on request: it binds its own port.
+        // No micrometer extras, no io_uring.
+        ManagementConfiguration management = metrics
+                .map(m -> new ManagementConfiguration(m.host(), m.port(), new EndpointsConfiguration(new PrometheusMetricsConfig())))
+                .orElse(null);
+        Configuration config = new Configuration(management, List.of(), List.of(), List.of(cluster), List.of(), false,
                 Optional.empty());
 
         KafkaProxy proxy = new KafkaProxy(new ServiceBasedPluginFactoryRegistry(), config, Features.defaultFeatures());
@@ -134,7 +145,7 @@ public final class KroxyliciousBench {
     }
 
     private static Map<String, String> parse(String[] args) {
-        List<String> known = List.of("--listen", "--upstream", "--cert", "--key", "--ca", "--advertise", "--node-id");
+        List<String> known = List.of("--listen", "--upstream", "--cert", "--key", "--ca", "--advertise", "--node-id", "--metrics");
         Map<String, String> opts = new HashMap<>();
         for (int i = 0; i < args.length; i += 2) {
             if (!known.contains(args[i])) {
