@@ -106,18 +106,23 @@ def static_cluster(name, host, port, http2=False):
     return cluster
 
 
-def peer_cert_filter_state():
-    """Envoy 1.37/1.38: the client's PEM into filter state (no connection.peer_certificate)."""
+def set_filter_state(event, key, format_string):
+    """Envoy's network set_filter_state filter writing one string object at `event`."""
     return {
         "name": "envoy.filters.network.set_filter_state",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config",
-            "on_downstream_tls_handshake": [{
-                "object_key": "kafka_identity.peer_cert", "factory_key": "envoy.string",
-                "format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_PEER_CERT%"}},
+            event: [{
+                "object_key": key, "factory_key": "envoy.string",
+                "format_string": {"text_format_source": {"inline_string": format_string}},
             }],
         },
     }
+
+
+def peer_cert_filter_state():
+    """Envoy 1.37/1.38: the client's PEM into filter state (no connection.peer_certificate)."""
+    return set_filter_state("on_downstream_tls_handshake", "kafka_identity.peer_cert", "%DOWNSTREAM_PEER_CERT%")
 
 
 def waypoint_peer(spiffe_ids):
@@ -126,16 +131,7 @@ def waypoint_peer(spiffe_ids):
     Here a constant, written when the connection opens, so that a filter configured with
     `waypoint` can be tested without a mesh: its identity must come from this, not from the
     TLS certificate the client really presents."""
-    return {
-        "name": "envoy.filters.network.set_filter_state",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config",
-            "on_new_connection": [{
-                "object_key": "io.istio.peer_principal", "factory_key": "envoy.string",
-                "format_string": {"text_format_source": {"inline_string": spiffe_ids}},
-            }],
-        },
-    }
+    return set_filter_state("on_new_connection", "io.istio.peer_principal", spiffe_ids)
 
 
 def ext_authz():
